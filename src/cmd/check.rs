@@ -1,0 +1,52 @@
+//! `safetally check DROP...`: verify drop files.
+
+use std::path::PathBuf;
+
+use super::load_key;
+use safetally::key::KEY_FILE_ENV;
+
+/// Verify drops: schema, metadata, no identity column, row count, and the
+/// key fingerprint when a key is given.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also require the drops to be made with this key.
+    #[arg(long, value_name = "FILE", env = KEY_FILE_ENV, hide_env_values = true)]
+    key: Option<PathBuf>,
+    /// Drop files.
+    #[arg(required = true, value_name = "DROP")]
+    drops: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let fingerprint = match &args.key {
+        Some(p) => Some(load_key(p)?.fingerprint()),
+        None => None,
+    };
+    let mut bad = 0;
+    for path in &args.drops {
+        match safetally::drop::check(path, fingerprint.as_deref()) {
+            Ok(c) => {
+                let m = c.meta;
+                println!(
+                    "ok  {}  form={} org={} period={} rows={} rejected={} key={}",
+                    path.display(),
+                    m.form,
+                    m.org,
+                    m.period,
+                    m.rows,
+                    m.rejected_rows,
+                    m.key_fingerprint
+                );
+            }
+            Err(e) => {
+                bad += 1;
+                println!("BAD {e}");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("{bad} of {} drops failed the check", args.drops.len());
+        return Ok(1);
+    }
+    Ok(0)
+}

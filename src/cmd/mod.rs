@@ -1,0 +1,81 @@
+//! One module per subcommand, each with its arguments and its `run`.
+
+mod check;
+mod demo;
+mod fingerprint;
+mod keygen;
+mod pseudonymise;
+mod template;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use safetally::Error;
+use safetally::key::{KEY_FILE_ENV, TaskForceKey};
+
+/// safetally: share what task-force members see without sharing who they see.
+#[derive(Debug, Parser)]
+#[command(name = "safetally", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Template(template::Args),
+    Keygen(keygen::Args),
+    Fingerprint(fingerprint::Args),
+    Pseudonymise(pseudonymise::Args),
+    Check(check::Args),
+    Demo(demo::Args),
+}
+
+/// Runs the chosen subcommand; returns the exit code for a run that
+/// finished (1 when data was refused).
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Template(a) => template::run(a),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Fingerprint(a) => fingerprint::run(a),
+        Command::Pseudonymise(a) => pseudonymise::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Where the key comes from: `--key FILE` or the environment variable.
+#[derive(Debug, clap::Args)]
+pub struct KeyArg {
+    /// The task-force key file (never the key itself). Defaults to the file
+    /// named by SAFETALLY_KEY_FILE.
+    #[arg(long, value_name = "FILE", env = KEY_FILE_ENV, hide_env_values = true)]
+    key: Option<PathBuf>,
+}
+
+impl KeyArg {
+    /// Loads the key, warning when its file is readable by others.
+    pub fn load(&self) -> Result<TaskForceKey, Error> {
+        let path = self.key.as_deref().ok_or_else(|| {
+            Error::Key(format!(
+                "no task-force key: give --key FILE or set {KEY_FILE_ENV} to the key file's path"
+            ))
+        })?;
+        load_key(path)
+    }
+}
+
+/// Reads a key file, warning on stderr when other users can read it.
+pub fn load_key(path: &Path) -> Result<TaskForceKey, Error> {
+    let key = TaskForceKey::read(path)?;
+    if TaskForceKey::readable_by_others(path) {
+        eprintln!(
+            "warning: the key file {} can be read by other users of this computer; \
+             run 'chmod 600 {}'",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(key)
+}

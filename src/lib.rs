@@ -1,0 +1,17 @@
+//! safetally: pseudonymised case records from anti-trafficking task-force
+//! members, merged, linked and published with small counts suppressed.
+//!
+//! The modules follow the data's flow (DESIGN.md): raw records in
+//! ([`raw`]), pseudonymise ([`pseudonymise`], under a [`key`]), drops
+//! ([`drop`]), and the synthetic data that demonstrates it ([`synth`]).
+
+pub mod drop;
+pub mod error;
+pub mod key;
+pub mod pseudonymise;
+pub mod raw;
+pub mod schema;
+pub mod synth;
+pub mod template;
+
+pub use error::{Error, Result};

@@ -1,0 +1,165 @@
+//! Nationality: an English country name, a demonym, or an ISO 3166-1
+//! alpha-2 or alpha-3 code, to the alpha-3 code. The reference table is
+//! `schemas/countries.tsv`; `docs/pseudonymisation.md` lists every accepted
+//! word and the tests read that list.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use super::normalise::normalise_text;
+
+/// One country of the reference table.
+#[derive(Debug)]
+pub struct Country {
+    /// ISO 3166-1 alpha-2 code.
+    pub alpha2: &'static str,
+    /// ISO 3166-1 alpha-3 code (what drops store).
+    pub alpha3: &'static str,
+    /// Everyday English name.
+    pub name: &'static str,
+    /// Other English names.
+    pub aliases: Vec<&'static str>,
+    /// Demonyms.
+    pub demonyms: Vec<&'static str>,
+}
+
+/// Why a nationality was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NationalityError {
+    /// Not a country name, demonym or code we know.
+    Unknown,
+    /// A word several countries share ("Congolese"): the alpha-3 codes.
+    Ambiguous(Vec<&'static str>),
+}
+
+struct Table {
+    countries: Vec<Country>,
+    lookup: HashMap<String, Vec<usize>>,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let text: &'static str = include_str!("../../schemas/countries.tsv");
+    let mut countries = Vec::new();
+    let mut lines = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+    let header = lines.next().expect("countries.tsv has a header");
+    assert_eq!(header, "alpha2\talpha3\tname\taliases\tdemonyms");
+    for line in lines {
+        let f: Vec<&'static str> = line.split('\t').collect();
+        assert_eq!(f.len(), 5, "countries.tsv: {line}");
+        let list = |s: &'static str| -> Vec<&'static str> {
+            s.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        countries.push(Country {
+            alpha2: f[0],
+            alpha3: f[1],
+            name: f[2],
+            aliases: list(f[3]),
+            demonyms: list(f[4]),
+        });
+    }
+    let mut lookup: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, c) in countries.iter().enumerate() {
+        let words = [c.alpha2, c.alpha3, c.name]
+            .into_iter()
+            .chain(c.aliases.iter().copied())
+            .chain(c.demonyms.iter().copied());
+        for w in words {
+            for key in lookup_keys(w) {
+                let entry = lookup.entry(key).or_default();
+                if !entry.contains(&i) {
+                    entry.push(i);
+                }
+            }
+        }
+    }
+    Table { countries, lookup }
+});
+
+/// The comparison forms of a word: normalised, and also without a leading
+/// "the" and without spaces ("Viet Nam" and "Vietnam").
+fn lookup_keys(raw: &str) -> Vec<String> {
+    let n = normalise_text(raw);
+    let n = n.strip_prefix("the ").map(str::to_string).unwrap_or(n);
+    let squashed: String = n.chars().filter(|c| *c != ' ').collect();
+    if squashed == n {
+        vec![n]
+    } else {
+        vec![n, squashed]
+    }
+}
+
+/// Every country of the reference table, sorted by alpha-3 code.
+pub fn countries() -> &'static [Country] {
+    &TABLE.countries
+}
+
+/// Resolves a raw nationality to its ISO 3166-1 alpha-3 code.
+/// Returns `Ok(None)` for a blank value (unknown).
+pub fn nationality(raw: &str) -> Result<Option<&'static str>, NationalityError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let keys = lookup_keys(raw);
+    let key = keys.last().expect("at least one key");
+    match TABLE.lookup.get(key).map(Vec::as_slice) {
+        Some([one]) => Ok(Some(TABLE.countries[*one].alpha3)),
+        Some(many) if !many.is_empty() => Err(NationalityError::Ambiguous(
+            many.iter().map(|i| TABLE.countries[*i].alpha3).collect(),
+        )),
+        _ => Err(NationalityError::Unknown),
+    }
+}
+
+/// The country with this alpha-3 code.
+pub fn by_alpha3(alpha3: &str) -> Option<&'static Country> {
+    TABLE.countries.iter().find(|c| c.alpha3 == alpha3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pilot_nationalities_resolve() {
+        for s in ["Indonesia", "indonesian", "ID", "IDN", " idn "] {
+            assert_eq!(nationality(s), Ok(Some("IDN")), "{s}");
+        }
+        for s in [
+            "Philippines",
+            "The Philippines",
+            "Filipino",
+            "Filipina",
+            "PH",
+            "phl",
+        ] {
+            assert_eq!(nationality(s), Ok(Some("PHL")), "{s}");
+        }
+        assert_eq!(nationality(""), Ok(None));
+        assert_eq!(nationality("Atlantis"), Err(NationalityError::Unknown));
+    }
+
+    #[test]
+    fn table_is_complete_and_codes_unique() {
+        let c = countries();
+        assert!(c.len() >= 249, "{}", c.len());
+        let mut a3: Vec<_> = c.iter().map(|c| c.alpha3).collect();
+        a3.sort_unstable();
+        a3.dedup();
+        assert_eq!(a3.len(), c.len());
+        for country in c {
+            assert_eq!(nationality(country.alpha3), Ok(Some(country.alpha3)));
+            assert_eq!(nationality(country.alpha2), Ok(Some(country.alpha3)));
+            assert_eq!(
+                nationality(country.name),
+                Ok(Some(country.alpha3)),
+                "{}",
+                country.name
+            );
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Raw case records in: CSV (UTF-8, BOM and CRLF allowed, `,` `;` or tab
+//! separated) and XLSX (first sheet). Produces rows of text cells with the
+//! spreadsheet row number a person sees in Excel (the header is row 1).
+//!
+//! Cells may hold identity values: this module never prints a cell. Its
+//! errors name the file and the row.
+
+use std::io::Read;
+use std::path::Path;
+
+use calamine::{Data, Reader};
+
+use crate::error::{Error, Result};
+
+/// One data row of a raw file.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// Spreadsheet row number (the header is row 1).
+    pub line: u64,
+    /// The cells, one per header column (missing trailing cells are blank).
+    pub cells: csv::StringRecord,
+    /// Set when the row cannot be read as text; the row is then rejected.
+    pub defect: Option<String>,
+}
+
+/// A raw file: its header and rows.
+#[derive(Debug)]
+pub struct RawTable {
+    /// Header cells as written (trimmed, BOM removed).
+    pub header: Vec<String>,
+    /// Data rows, blank rows left out.
+    pub rows: Vec<RawRow>,
+}
+
+/// The kinds of raw file we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    /// Comma-, semicolon- or tab-separated text.
+    Csv,
+    /// Excel workbook (first sheet).
+    Xlsx,
+}
+
+impl RawFormat {
+    /// The format of a path, by its extension.
+    pub fn of(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("csv") | Some("txt") | Some("tsv") => Ok(RawFormat::Csv),
+            Some("xlsx") | Some("xlsm") => Ok(RawFormat::Xlsx),
+            Some("xls") => Err(Error::Usage(format!(
+                "{}: old Excel .xls files are not read. In Excel, use File > Save As > \
+                 Excel Workbook (.xlsx) or CSV UTF-8",
+                path.display()
+            ))),
+            _ => Err(Error::Usage(format!(
+                "{}: not a .csv or .xlsx file",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Reads a raw file of either format.
+pub fn read(path: &Path) -> Result<RawTable> {
+    match RawFormat::of(path)? {
+        RawFormat::Csv => {
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            read_csv_bytes(&bytes, path)
+        }
+        RawFormat::Xlsx => read_xlsx(path),
+    }
+}
+
+/// Picks the separator from the header line: the most frequent of `,` `;` tab.
+fn sniff_delimiter(bytes: &[u8]) -> u8 {
+    let first_line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    [b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|d| (first_line.iter().filter(|b| *b == d).count(), *d == b','))
+        .unwrap_or(b',')
+}
+
+/// Reads CSV bytes. `path` is used in messages only.
+pub fn read_csv_bytes(bytes: &[u8], path: &Path) -> Result<RawTable> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sniff_delimiter(bytes))
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut records = reader.byte_records();
+    let header = match records.next() {
+        None => {
+            return Err(Error::Refused(format!(
+                "{}: the file is empty; it needs a header row (see 'safetally template')",
+                path.display()
+            )));
+        }
+        Some(r) => r.map_err(|e| csv_error(path, e))?,
+    };
+    let header: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            std::str::from_utf8(h)
+                .map(|s| s.trim().to_string())
+                .map_err(|_| {
+                    Error::Refused(format!(
+                        "{}: header cell {} is not UTF-8 text. In Excel, use File > Save As > \
+                         CSV UTF-8 (Comma delimited)",
+                        path.display(),
+                        i + 1
+                    ))
+                })
+        })
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    let mut lines = LineCounter::default();
+    for record in records {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = lines.line_at(bytes, record.position().map_or(0, |p| p.byte() as usize));
+        let width = record.len();
+        let (mut cells, mut defect) = match csv::StringRecord::from_byte_record(record) {
+            Ok(r) => (r, None),
+            Err(_) => (
+                csv::StringRecord::new(),
+                Some(
+                    "the row is not UTF-8 text; in Excel use File > Save As > CSV UTF-8 \
+                     (Comma delimited)"
+                        .to_string(),
+                ),
+            ),
+        };
+        if defect.is_none() && cells.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        if width > header.len()
+            && cells
+                .iter()
+                .skip(header.len())
+                .any(|c| !c.trim().is_empty())
+        {
+            defect = Some(format!(
+                "the row has {width} cells but the header has {}; check for an unquoted separator",
+                header.len()
+            ));
+        }
+        fit(&mut cells, header.len());
+        rows.push(RawRow {
+            line,
+            cells,
+            defect,
+        });
+    }
+    Ok(RawTable { header, rows })
+}
+
+/// Spreadsheet row numbers from byte offsets. csv reports a record's start
+/// at the line break before it when lines end in CRLF, so the count skips
+/// leading line breaks itself. Offsets must not decrease.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, bytes: &[u8], mut start: usize) -> u64 {
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        let start = start.max(self.offset).min(bytes.len());
+        self.newlines += bytes[self.offset..start]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        self.offset = start;
+        self.newlines + 1
+    }
+}
+
+/// Pads a record with blank cells, or cuts it, to `width` cells.
+fn fit(record: &mut csv::StringRecord, width: usize) {
+    if record.len() > width {
+        record.truncate(width);
+    }
+    while record.len() < width {
+        record.push_field("");
+    }
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> Error {
+    let at = e
+        .position()
+        .map(|p| format!(" at row {}", p.line()))
+        .unwrap_or_default();
+    // csv's messages describe structure, not field contents.
+    Error::Refused(format!(
+        "{}{at}: not a readable CSV file ({})",
+        path.display(),
+        match e.kind() {
+            csv::ErrorKind::Io(io) => io.to_string(),
+            _ => "malformed quoting or separators".to_string(),
+        }
+    ))
+}
+
+/// Reads the first sheet of an XLSX workbook. Dates typed as Excel dates
+/// become `YYYY-MM-DD`; whole numbers lose their `.0`.
+pub fn read_xlsx(path: &Path) -> Result<RawTable> {
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook(path).map_err(|e| {
+        Error::Refused(format!(
+            "{}: not a readable Excel workbook ({e}). Save it again from Excel as .xlsx",
+            path.display()
+        ))
+    })?;
+    let range = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| Error::Refused(format!("{}: the workbook has no sheet", path.display())))?
+        .map_err(|e| {
+            Error::Refused(format!(
+                "{}: the first sheet cannot be read ({e})",
+                path.display()
+            ))
+        })?;
+    let first_row = range.start().map_or(0, |(r, _)| r) as u64;
+    let first_col = range.start().map_or(0, |(_, c)| c) as usize;
+    let mut rows_iter = range.rows();
+    let Some(header_row) = rows_iter.next() else {
+        return Err(Error::Refused(format!(
+            "{}: the first sheet is empty; it needs a header row (see 'safetally template')",
+            path.display()
+        )));
+    };
+    // Cells left of the used range are blank.
+    let pad = |cells: &[Data]| -> Vec<Data> {
+        let mut v = vec![Data::Empty; first_col];
+        v.extend_from_slice(cells);
+        v
+    };
+    let header: Vec<String> = pad(header_row)
+        .iter()
+        .map(|c| cell_text(c).trim().to_string())
+        .collect();
+    let width = header.len();
+    let mut rows = Vec::new();
+    for (i, row) in rows_iter.enumerate() {
+        let cells: Vec<String> = pad(row).iter().map(cell_text).collect();
+        if cells.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        let mut defect = None;
+        if pad(row).iter().any(|c| matches!(c, Data::Error(_))) {
+            defect = Some("the row has a cell showing an Excel error (#REF!, #VALUE!...)".into());
+        }
+        let mut cells = csv::StringRecord::from(cells);
+        fit(&mut cells, width);
+        rows.push(RawRow {
+            line: first_row + i as u64 + 2,
+            cells,
+            defect,
+        });
+    }
+    Ok(RawTable { header, rows })
+}
+
+fn cell_text(cell: &Data) -> String {
+    match cell {
+        Data::Empty | Data::Error(_) => String::new(),
+        Data::String(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        Data::Float(f) => {
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                format!("{}", *f as i64)
+            } else {
+                f.to_string()
+            }
+        }
+        Data::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        Data::DateTime(dt) => dt
+            .as_datetime()
+            .map(|d| d.date().format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
+        Data::DateTimeIso(s) => s.split('T').next().unwrap_or_default().to_string(),
+        Data::DurationIso(s) => s.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_with_bom_crlf_and_semicolons() {
+        let t = read_csv_bytes(
+            b"\xEF\xBB\xBFcase_ref;sex\r\nA1;f\r\n\r\n;\r\nA2;m\r\n",
+            Path::new("x.csv"),
+        )
+        .unwrap();
+        assert_eq!(t.header, ["case_ref", "sex"]);
+        assert_eq!(t.rows.len(), 2);
+        assert_eq!(t.rows[0].cells, vec!["A1", "f"]);
+        assert_eq!(t.rows[0].line, 2);
+        assert_eq!(t.rows[1].line, 5);
+    }
+
+    #[test]
+    fn extra_cells_are_a_defect_and_short_rows_are_padded() {
+        let t = read_csv_bytes(b"a,b\n1\n1,2,3\n", Path::new("x.csv")).unwrap();
+        assert_eq!(t.rows[0].cells, vec!["1", ""]);
+        assert!(t.rows[0].defect.is_none());
+        assert!(t.rows[1].defect.is_some());
+    }
+
+    #[test]
+    fn invalid_utf8_marks_the_row_not_the_file() {
+        let t = read_csv_bytes(b"a,b\nok,1\n\xE9t\xE9,2\n", Path::new("x.csv")).unwrap();
+        assert!(t.rows[0].defect.is_none());
+        assert!(t.rows[1].defect.as_deref().unwrap().contains("UTF-8"));
+    }
+}

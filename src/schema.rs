@@ -1,0 +1,307 @@
+//! The two forms' columns and code lists, loaded from `schemas/` (embedded
+//! at build time): the single source of truth for templates, validation and
+//! the drop's columns.
+//!
+//! This module only describes columns; it never sees a record.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// One of the task force's two forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Form {
+    /// Preliminary Assessment Form, filled in by NGO staff.
+    Screening,
+    /// Self-Assessment Form, filled in by the worker.
+    SelfAssessment,
+}
+
+impl Form {
+    /// Both forms, in a fixed order.
+    pub const ALL: [Form; 2] = [Form::Screening, Form::SelfAssessment];
+
+    /// The form's code, as used on the command line, in drops and in file names.
+    pub fn code(self) -> &'static str {
+        match self {
+            Form::Screening => "screening",
+            Form::SelfAssessment => "self_assessment",
+        }
+    }
+
+    /// The form's schema.
+    pub fn schema(self) -> &'static Schema {
+        match self {
+            Form::Screening => &SCREENING,
+            Form::SelfAssessment => &SELF_ASSESSMENT,
+        }
+    }
+}
+
+impl fmt::Display for Form {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Form {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "screening" => Ok(Form::Screening),
+            "self_assessment" => Ok(Form::SelfAssessment),
+            other => Err(Error::Usage(format!(
+                "unknown form '{other}': use 'screening' or 'self_assessment'"
+            ))),
+        }
+    }
+}
+
+/// What a column is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The NGO's own reference (required).
+    Reference,
+    /// The date of the screening or response.
+    EventDate,
+    /// Identity: family name.
+    FamilyName,
+    /// Identity: given name(s).
+    GivenName,
+    /// Identity: date of birth (or year alone).
+    DateOfBirth,
+    /// Identity: passport number.
+    PassportNumber,
+    /// Sex, from the `sex` code list.
+    Sex,
+    /// Nationality, to ISO 3166-1 alpha-3.
+    Nationality,
+    /// One value of a code list.
+    Code,
+    /// yes/no/unknown, stored as a boolean.
+    YesNo,
+}
+
+impl Role {
+    /// Whether the column holds an identity value that must never be written.
+    pub fn is_identity(self) -> bool {
+        matches!(
+            self,
+            Role::FamilyName | Role::GivenName | Role::DateOfBirth | Role::PassportNumber
+        )
+    }
+}
+
+/// One raw column of a form.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Column {
+    /// Canonical (lower-case) column name.
+    pub name: String,
+    /// What the column is for.
+    pub role: Role,
+    /// The code list, for `code` and `sex` columns.
+    #[serde(default)]
+    pub codes: Option<String>,
+    /// One line of help for templates and docs.
+    pub help: String,
+}
+
+/// A form's schema.
+#[derive(Debug, Deserialize)]
+pub struct Schema {
+    /// The form's code.
+    #[serde(rename = "form")]
+    pub code: String,
+    /// The form's title.
+    pub title: String,
+    /// The schema's version, stamped on drops.
+    pub version: u32,
+    /// The raw columns, in template order.
+    #[serde(rename = "column")]
+    pub columns: Vec<Column>,
+}
+
+impl Schema {
+    /// The index of the column with this role (the first, for roles that
+    /// occur once).
+    pub fn position(&self, role: Role) -> Option<usize> {
+        self.columns.iter().position(|c| c.role == role)
+    }
+
+    /// The reference column's name (`case_ref` or `response_ref`).
+    pub fn reference(&self) -> &str {
+        &self.columns[self
+            .position(Role::Reference)
+            .expect("schema has a reference")]
+        .name
+    }
+
+    /// The event date column's name.
+    pub fn event_date(&self) -> &str {
+        &self.columns[self
+            .position(Role::EventDate)
+            .expect("schema has an event date")]
+        .name
+    }
+
+    /// Columns that the drop keeps (coded attributes), in order.
+    pub fn kept_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| {
+            matches!(
+                c.role,
+                Role::Sex | Role::Nationality | Role::Code | Role::YesNo
+            )
+        })
+    }
+}
+
+/// A code list: the codes and the spellings accepted for each.
+#[derive(Debug)]
+pub struct CodeList {
+    /// The list's name in `codes.toml`.
+    pub name: String,
+    /// Codes in their documented order.
+    pub codes: Vec<&'static str>,
+    /// Every accepted spelling, squashed, to its code.
+    lookup: HashMap<String, &'static str>,
+    /// Accepted spellings per code, for docs and messages.
+    pub spellings: Vec<Vec<String>>,
+}
+
+impl CodeList {
+    /// Looks a raw value up: case, spaces, `_` and `-` do not matter.
+    /// Returns `None` for a value not on the list.
+    pub fn lookup(&self, raw: &str) -> Option<&'static str> {
+        let key = squash(raw);
+        self.lookup.get(key.as_str()).copied()
+    }
+
+    /// A short description of the accepted values for messages.
+    pub fn accepted(&self) -> String {
+        self.codes.join(", ")
+    }
+}
+
+/// Lower-cases and removes spaces, `_`, `-` and `.`: the comparison form of
+/// codes and header names.
+pub fn squash(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.' | '\t'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Looks up a code list by name.
+pub fn code_list(name: &str) -> &'static CodeList {
+    CODE_LISTS
+        .get(name)
+        .unwrap_or_else(|| panic!("schemas/codes.toml has no list '{name}'"))
+}
+
+static SCREENING: LazyLock<Schema> =
+    LazyLock::new(|| parse_schema(include_str!("../schemas/screening.toml")));
+static SELF_ASSESSMENT: LazyLock<Schema> =
+    LazyLock::new(|| parse_schema(include_str!("../schemas/self_assessment.toml")));
+
+fn parse_schema(text: &str) -> Schema {
+    let schema: Schema = toml::from_str(text).expect("embedded schema is valid TOML");
+    for c in &schema.columns {
+        if matches!(c.role, Role::Code | Role::Sex) {
+            let list = c.codes.as_deref().expect("code column names its code list");
+            let _ = code_list(list);
+        }
+    }
+    schema
+}
+
+static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
+    // toml's `preserve_order` keeps the file's order in its tables.
+    let raw: toml::Table =
+        toml::from_str(include_str!("../schemas/codes.toml")).expect("codes.toml is valid");
+    raw.into_iter()
+        .map(|(name, table)| {
+            let mut list = CodeList {
+                name: name.clone(),
+                codes: Vec::new(),
+                lookup: HashMap::new(),
+                spellings: Vec::new(),
+            };
+            let toml::Value::Table(table) = table else {
+                panic!("codes.toml: {name} is not a table")
+            };
+            for (code, aliases) in table {
+                let code: &'static str = Box::leak(code.into_boxed_str());
+                list.codes.push(code);
+                let mut spellings = vec![code.to_string()];
+                let toml::Value::Array(aliases) = aliases else {
+                    panic!("codes.toml: {name}.{code} is not a list")
+                };
+                spellings.extend(
+                    aliases
+                        .iter()
+                        .map(|a| a.as_str().expect("alias").to_string()),
+                );
+                for s in &spellings {
+                    let prior = list.lookup.insert(squash(s), code);
+                    assert!(
+                        prior.is_none() || prior == Some(code),
+                        "codes.toml: '{s}' is on two codes of list {name}"
+                    );
+                }
+                list.spellings.push(spellings);
+            }
+            (name, list)
+        })
+        .collect()
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_load_and_have_one_reference_each() {
+        for form in Form::ALL {
+            let s = form.schema();
+            assert_eq!(s.code, form.code());
+            assert_eq!(
+                s.columns
+                    .iter()
+                    .filter(|c| c.role == Role::Reference)
+                    .count(),
+                1
+            );
+            assert!(s.position(Role::EventDate).is_some());
+        }
+        assert_eq!(Form::Screening.schema().reference(), "case_ref");
+        assert_eq!(Form::SelfAssessment.schema().reference(), "response_ref");
+    }
+
+    #[test]
+    fn code_lookup_ignores_case_spaces_underscores_and_dashes() {
+        let outcome = code_list("outcome");
+        for s in [
+            "Not identified",
+            "not_identified",
+            "NOT-IDENTIFIED",
+            " notidentified ",
+        ] {
+            assert_eq!(outcome.lookup(s), Some("not_identified"), "{s}");
+        }
+        assert_eq!(outcome.lookup("maybe"), None);
+        assert_eq!(code_list("sex").lookup("F"), Some("female"));
+        assert_eq!(code_list("yes_no").lookup("1"), Some("yes"));
+    }
+
+    #[test]
+    fn code_lists_keep_file_order() {
+        assert_eq!(code_list("sex").codes, ["female", "male", "other"]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic NGO data (placeholder, filled in below).
