@@ -1,5 +1,6 @@
 //! `safetally check DROP...`: verify drop files.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::load_key;
@@ -22,12 +23,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Some(p) => Some(load_key(p)?.fingerprint()),
         None => None,
     };
+    let mut out = std::io::stdout().lock();
     let mut bad = 0;
     for path in &args.drops {
         match safetally::drop::check(path, fingerprint.as_deref()) {
             Ok(c) => {
                 let m = c.meta;
-                println!(
+                writeln!(
+                    out,
                     "ok  {}  form={} org={} period={} rows={} rejected={} key={}",
                     path.display(),
                     m.form,
@@ -36,11 +39,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     m.rows,
                     m.rejected_rows,
                     m.key_fingerprint
-                );
+                )?;
             }
             Err(e) => {
                 bad += 1;
-                println!("BAD {e}");
+                writeln!(out, "BAD {e}")?;
             }
         }
     }

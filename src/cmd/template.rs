@@ -1,5 +1,6 @@
 //! `safetally template FORM [--xlsx FILE]`: the blank form.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,7 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect();
-            println!("{}", names.join(","));
+            writeln!(std::io::stdout(), "{}", names.join(","))?;
         }
         Some(path) => {
             if path.exists() {
