@@ -8,6 +8,8 @@
 //! The generator checks its own promise: every extra record of a person
 //! shares a match key with an earlier one, and no two people share a key.
 
+#[cfg(test)]
+use std::collections::HashMap;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Write;
@@ -676,12 +678,20 @@ impl Generator {
         // number from two countries, the same name with another birth date.
         let mut near_misses = Vec::new();
         for _ in 0..2 {
-            let a = self.person(Some("IDN"));
-            let mut b = self.person(Some("PHL"));
-            b.passport = a.passport.clone().or(Some("B7654321".into()));
-            let a = Person {
-                passport: b.passport.clone(),
-                ..a
+            let (a, b) = loop {
+                let a = self.person(Some("IDN"));
+                let mut b = self.person(Some("PHL"));
+                let Some(pp) = a.passport.clone() else {
+                    continue;
+                };
+                let key = (
+                    normalise_passport(&pp).expect("valid").expect("present"),
+                    "PHL",
+                );
+                if self.passport_keys.insert(key) {
+                    b.passport = Some(pp);
+                    break (a, b);
+                }
             };
             near_misses.push(a);
             near_misses.push(b);
@@ -1138,6 +1148,64 @@ fn write_xlsx(path: &Path, form: Form, recs: &[Record]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pseudonymise::country::nationality;
+    use crate::pseudonymise::normalise::{BirthDate, parse_birth_date};
+
+    fn text<'a>(r: &'a Record, col: &str) -> String {
+        match cell_for(r, col) {
+            Some(Cell::Text(t)) => t.clone(),
+            Some(Cell::Date(d)) => d.format("%Y-%m-%d").to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Keys as pseudonymise derives them from the cells, without HMAC.
+    fn keys(r: &Record) -> Vec<String> {
+        let mut out = Vec::new();
+        let nat = nationality(&text(r, "nationality")).unwrap();
+        if let (Ok(Some(p)), Some(n)) = (normalise_passport(&text(r, "passport_number")), nat) {
+            out.push(format!("p:{p}:{n}"));
+        }
+        let tokens = name_tokens(&text(r, "family_name"), &text(r, "given_name"));
+        if let (Ok(BirthDate::Full(d)), false) = (
+            parse_birth_date(&text(r, "date_of_birth")),
+            tokens.is_empty(),
+        ) {
+            out.push(format!("n:{d}:{}", tokens.join(" ")));
+        }
+        out
+    }
+
+    #[test]
+    fn keys_belong_to_one_person_and_link_all_their_records() {
+        let mut g = Generator::new(PilotSpec::default());
+        let (screening, people, mut truth) = g.screening();
+        let answers = g.self_assessment(&mut truth);
+        for records in [&screening, &answers] {
+            let mut owner: HashMap<String, usize> = HashMap::new();
+            for r in records.iter() {
+                for k in keys(r) {
+                    let o = *owner.entry(k.clone()).or_insert(r.person);
+                    assert_eq!(o, r.person, "two people share a key");
+                }
+            }
+            let mut by_person: BTreeMap<usize, Vec<Vec<String>>> = BTreeMap::new();
+            for r in records.iter() {
+                by_person.entry(r.person).or_default().push(keys(r));
+            }
+            for (p, recs) in by_person {
+                if recs.len() > 1 {
+                    for k in &recs[1..] {
+                        assert!(
+                            k.iter().any(|k| recs[0].contains(k)),
+                            "person {p}: {recs:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(people.len(), 1037);
+    }
 
     #[test]
     fn respellings_keep_name_tokens() {

@@ -1,0 +1,8 @@
+//! safetally's integration tests: one binary, one module per area, each
+//! test in its own temporary directory.
+
+mod cli;
+mod leak;
+mod normalisation;
+mod properties;
+mod util;
