@@ -1,1 +1,140 @@
-fn main() {}
+//! Benchmark: pseudonymise 1,000,000 synthetic screening rows with
+//! safetally, and in the same run the plain Python peer
+//! (`benches/peer_pseudonymise.py`: csv, unicodedata, hmac) on the same file.
+//! Prints one table with rows per second and the ratio.
+//!
+//! Run: `cargo bench --bench pseudonymise` (ROWS=... to change the size).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use safetally::key::TaskForceKey;
+use safetally::pseudonymise::Period;
+use safetally::pseudonymise::files::Job;
+use safetally::schema::Form;
+use safetally::synth::bulk_screening_csv;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rows: usize = std::env::var("ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("screening.csv");
+    let period = Period {
+        year: 2018,
+        month: 3,
+    };
+    let t = Instant::now();
+    bulk_screening_csv(
+        std::io::BufWriter::new(std::fs::File::create(&input).unwrap()),
+        rows,
+        42,
+        period,
+    )
+    .unwrap();
+    let size = std::fs::metadata(&input).unwrap().len();
+    eprintln!(
+        "generated {rows} rows ({:.0} MB) in {:.1} s",
+        size as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let key_path = dir.path().join("key");
+    let key = TaskForceKey::generate().unwrap();
+    key.write_new(&key_path).unwrap();
+
+    let job = |out: PathBuf| Job {
+        form: Form::Screening,
+        org: "BENCH".into(),
+        period,
+        out_dir: out,
+        allow_rejects: false,
+        force: true,
+        inputs: vec![input.clone()],
+        today: chrono::Utc::now().date_naive(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let measure = |threads: usize| -> (f64, f64) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut secs = Vec::new();
+        for _ in 0..runs {
+            let j = job(dir.path().join("out"));
+            let t = Instant::now();
+            let outcome = pool.install(|| j.run(&key)).unwrap();
+            secs.push(t.elapsed().as_secs_f64());
+            assert_eq!(outcome.rows, rows, "every synthetic row is valid");
+        }
+        let min = secs.iter().cloned().fold(f64::MAX, f64::min);
+        (min, median(&mut secs))
+    };
+    let (one_min, one_med) = measure(1);
+    let (all_min, all_med) = measure(cores);
+
+    let peer = std::env::var_os("PEER").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peer_pseudonymise.py"),
+        PathBuf::from,
+    );
+    let peer_out = dir.path().join("peer.csv");
+    let output = Command::new("python3")
+        .arg(&peer)
+        .arg(&input)
+        .arg(&key_path)
+        .arg(&peer_out)
+        .args(["--org", "BENCH", "--period", &period.to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8_lossy(&output.stdout);
+    let peer: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        peer["rows"].as_u64().unwrap() as usize,
+        rows,
+        "the peer accepts the same rows"
+    );
+    let peer_secs = peer["seconds"].as_f64().unwrap();
+
+    let rps = |s: f64| rows as f64 / s;
+    println!();
+    println!(
+        "pseudonymise {rows} screening rows ({:.0} MB CSV), min / median of {runs} runs",
+        size as f64 / 1e6
+    );
+    println!(
+        "| run | threads | seconds (min) | seconds (median) | rows/s (min) | rows/s per core | vs Python |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| safetally | 1 | {one_min:.2} | {one_med:.2} | {:.0} | {:.0} | {:.1}x |",
+        rps(one_min),
+        rps(one_min),
+        peer_secs / one_min
+    );
+    println!(
+        "| safetally | {cores} | {all_min:.2} | {all_med:.2} | {:.0} | {:.0} | {:.1}x |",
+        rps(all_min),
+        rps(all_min) / cores as f64,
+        peer_secs / all_min
+    );
+    println!(
+        "| Python peer | 1 | {peer_secs:.2} | {peer_secs:.2} | {:.0} | {:.0} | 1.0x |",
+        rps(peer_secs),
+        rps(peer_secs)
+    );
+}

@@ -168,8 +168,9 @@ pub struct CodeList {
     pub name: String,
     /// Codes in their documented order.
     pub codes: Vec<&'static str>,
-    /// Every accepted spelling, squashed, to its code.
-    lookup: HashMap<String, &'static str>,
+    /// Every accepted spelling, squashed, with its code. Lists are short:
+    /// a scan without allocation beats hashing.
+    lookup: Vec<(String, &'static str)>,
     /// Accepted spellings per code, for docs and messages.
     pub spellings: Vec<Vec<String>>,
 }
@@ -178,8 +179,28 @@ impl CodeList {
     /// Looks a raw value up: case, spaces, `_` and `-` do not matter.
     /// Returns `None` for a value not on the list.
     pub fn lookup(&self, raw: &str) -> Option<&'static str> {
-        let key = squash(raw);
-        self.lookup.get(key.as_str()).copied()
+        // Fast path for short ASCII values, the usual case: squash into a
+        // buffer on the stack.
+        let mut buf = [0u8; 48];
+        if raw.is_ascii() && raw.len() <= buf.len() {
+            let mut n = 0;
+            for b in raw.bytes() {
+                if !matches!(b, b' ' | b'_' | b'-' | b'.' | b'\t') {
+                    buf[n] = b.to_ascii_lowercase();
+                    n += 1;
+                }
+            }
+            let key = &buf[..n];
+            return self
+                .lookup
+                .iter()
+                .find(|(spelling, _)| spelling.as_bytes() == key)
+                .map(|(_, code)| *code);
+        }
+        self.lookup
+            .iter()
+            .find(|(spelling, _)| squashes_to(raw, spelling))
+            .map(|(_, code)| *code)
     }
 
     /// A short description of the accepted values for messages.
@@ -196,6 +217,21 @@ pub fn squash(raw: &str) -> String {
         .filter(|c| !matches!(c, ' ' | '_' | '-' | '.' | '\t'))
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Whether `raw` squashes to `squashed`, without allocating.
+fn squashes_to(raw: &str, squashed: &str) -> bool {
+    let mut want = squashed.chars();
+    for c in raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.' | '\t'))
+        .flat_map(char::to_lowercase)
+    {
+        if want.next() != Some(c) {
+            return false;
+        }
+    }
+    want.next().is_none()
 }
 
 /// Looks up a code list by name.
@@ -230,7 +266,7 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
             let mut list = CodeList {
                 name: name.clone(),
                 codes: Vec::new(),
-                lookup: HashMap::new(),
+                lookup: Vec::new(),
                 spellings: Vec::new(),
             };
             let toml::Value::Table(table) = table else {
@@ -249,11 +285,14 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
                         .map(|a| a.as_str().expect("alias").to_string()),
                 );
                 for s in &spellings {
-                    let prior = list.lookup.insert(squash(s), code);
+                    let squashed = squash(s);
                     assert!(
-                        prior.is_none() || prior == Some(code),
+                        list.lookup
+                            .iter()
+                            .all(|(k, c)| *k != squashed || *c == code),
                         "codes.toml: '{s}' is on two codes of list {name}"
                     );
+                    list.lookup.push((squashed, code));
                 }
                 list.spellings.push(spellings);
             }

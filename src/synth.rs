@@ -1220,3 +1220,84 @@ mod tests {
         }
     }
 }
+
+/// Writes `rows` synthetic screening rows for one period as CSV, fast, for
+/// benchmarks: names, dates, passports and nationalities in the spellings
+/// the demo uses, every row valid. Seeded and deterministic.
+pub fn bulk_screening_csv(
+    mut out: impl Write,
+    rows: usize,
+    seed: u64,
+    period: Period,
+) -> std::io::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let header = header(Form::Screening).join(",");
+    writeln!(out, "{header}")?;
+    let days = period
+        .next()
+        .first_day()
+        .signed_duration_since(period.first_day())
+        .num_days();
+    let answers = ["yes", "no", "y", "n", "1", "0", ""];
+    for i in 0..rows {
+        let nat = if rng.random_bool(0.5) { "IDN" } else { "PHL" };
+        let (given, family) = if nat == "IDN" {
+            (IDN_GIVEN.choose(&mut rng), IDN_FAMILY.choose(&mut rng))
+        } else {
+            (PHL_GIVEN.choose(&mut rng), PHL_FAMILY.choose(&mut rng))
+        };
+        let family = respell(family.expect("pool"), rng.random_bool(0.1), &mut rng);
+        let date = period.first_day() + chrono::Days::new(rng.random_range(0..days) as u64);
+        let born = NaiveDate::from_ymd_opt(rng.random_range(1960..2001), 1, 1).expect("date")
+            + chrono::Days::new(rng.random_range(0..365));
+        let style = rng.random_range(0..3u8);
+        let passport = format!(
+            "{}{:07}",
+            (b'A' + rng.random_range(0..26u8)) as char,
+            rng.random_range(0..10_000_000)
+        );
+        let mut w = csv::Writer::from_writer(Vec::with_capacity(256));
+        let mut record: Vec<String> = vec![
+            format!("C{i}"),
+            format_date(date, style),
+            family,
+            given.expect("pool").to_string(),
+            format_date(born, style),
+            ["f", "female", "m", "x", ""]
+                .choose(&mut rng)
+                .expect("list")
+                .to_string(),
+            nationality_text(nat, rng.random_range(0..5), &mut rng),
+            format_passport(&passport, &mut rng),
+            ["domestic_work", "construction", "fishing", ""]
+                .choose(&mut rng)
+                .expect("list")
+                .to_string(),
+            ["forced_labour", "none", "servitude", ""]
+                .choose(&mut rng)
+                .expect("list")
+                .to_string(),
+        ];
+        for _ in 0..11 {
+            record.push(answers.choose(&mut rng).expect("list").to_string());
+        }
+        record.push(
+            ["identified", "not identified", "pending"]
+                .choose(&mut rng)
+                .expect("list")
+                .to_string(),
+        );
+        record.push(
+            ["shelter", "police", "none", ""]
+                .choose(&mut rng)
+                .expect("list")
+                .to_string(),
+        );
+        w.write_record(&record).map_err(std::io::Error::other)?;
+        out.write_all(
+            &w.into_inner()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        )?;
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! `schemas/countries.tsv`; `docs/pseudonymisation.md` lists every accepted
 //! word and the tests read that list.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::LazyLock;
 
 use super::normalise::normalise_text;
@@ -62,7 +62,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
             demonyms: list(f[4]),
         });
     }
-    let mut lookup: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut lookup: HashMap<String, Vec<usize>> = HashMap::default();
     for (i, c) in countries.iter().enumerate() {
         let words = [c.alpha2, c.alpha3, c.name]
             .into_iter()
@@ -93,6 +93,14 @@ fn lookup_keys(raw: &str) -> Vec<String> {
     }
 }
 
+/// The last (squashed) form of [`lookup_keys`], the one every word is
+/// filed under.
+fn squashed_key(raw: &str) -> String {
+    let n = normalise_text(raw);
+    let n = n.strip_prefix("the ").unwrap_or(&n);
+    n.chars().filter(|c| *c != ' ').collect()
+}
+
 /// Every country of the reference table, sorted by alpha-3 code.
 pub fn countries() -> &'static [Country] {
     &TABLE.countries
@@ -104,9 +112,8 @@ pub fn nationality(raw: &str) -> Result<Option<&'static str>, NationalityError> 
     if raw.trim().is_empty() {
         return Ok(None);
     }
-    let keys = lookup_keys(raw);
-    let key = keys.last().expect("at least one key");
-    match TABLE.lookup.get(key).map(Vec::as_slice) {
+    let key = squashed_key(raw);
+    match TABLE.lookup.get(&key).map(Vec::as_slice) {
         Some([one]) => Ok(Some(TABLE.countries[*one].alpha3)),
         Some(many) if !many.is_empty() => Err(NationalityError::Ambiguous(
             many.iter().map(|i| TABLE.countries[*i].alpha3).collect(),

@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use chrono::{Datelike, NaiveDate};
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::key::TaskForceKey;
@@ -170,6 +171,8 @@ pub struct Outcome {
 /// Turns raw rows into coded records under one key.
 pub struct Pseudonymiser {
     form: Form,
+    /// The code list of each schema column, resolved once.
+    lists: Vec<Option<&'static crate::schema::CodeList>>,
     org: String,
     period: Period,
     today: NaiveDate,
@@ -188,8 +191,19 @@ impl Pseudonymiser {
         period: Period,
         today: NaiveDate,
     ) -> Self {
+        let lists = form
+            .schema()
+            .columns
+            .iter()
+            .map(|c| match c.role {
+                Role::Sex | Role::Code => Some(code_list(c.codes.as_deref().unwrap_or_default())),
+                Role::YesNo => Some(code_list("yes_no")),
+                _ => None,
+            })
+            .collect();
         Pseudonymiser {
             form,
+            lists,
             org: org.to_string(),
             period,
             today,
@@ -292,7 +306,7 @@ impl Pseudonymiser {
 
         // A reference must be unique within the drop: the record key is
         // derived from it and a later drop corrects by it.
-        let mut first_seen: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut first_seen: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
         for (i, (reference, _)) in results.iter().enumerate() {
             if !reference.is_empty() {
                 first_seen.entry(reference.as_str()).or_default().push(i);
@@ -302,13 +316,18 @@ impl Pseudonymiser {
         let mut problems = Vec::new();
         let mut records = Vec::with_capacity(results.len());
         let mut rejected_rows = 0;
-        for (i, (reference, res)) in results.iter().enumerate() {
+        let repeated: FxHashMap<usize, Vec<usize>> = first_seen
+            .into_values()
+            .filter(|v| v.len() > 1)
+            .flat_map(|v| v.clone().into_iter().map(move |i| (i, v.clone())))
+            .collect();
+        for (i, (_, res)) in results.into_iter().enumerate() {
             let (f, row) = rows[i];
-            let mut row_problems = match res {
-                Ok(_) => Vec::new(),
-                Err(p) => p.clone(),
+            let (coded, mut row_problems) = match res {
+                Ok(c) => (Some(c), Vec::new()),
+                Err(p) => (None, p),
             };
-            if let Some(same) = first_seen.get(reference.as_str()).filter(|v| v.len() > 1) {
+            if let Some(same) = repeated.get(&i) {
                 let others: Vec<String> = same
                     .iter()
                     .filter(|j| **j != i)
@@ -330,9 +349,7 @@ impl Pseudonymiser {
                 ));
             }
             if row_problems.is_empty() {
-                if let Ok(coded) = res {
-                    records.push(coded.clone());
-                }
+                records.extend(coded);
             } else {
                 rejected_rows += 1;
                 problems.extend(row_problems.into_iter().map(|(column, reason)| Problem {
@@ -443,7 +460,7 @@ impl Pseudonymiser {
                     }
                 },
                 Role::Sex | Role::Code | Role::YesNo => {
-                    let list = code_list(col.codes.as_deref().unwrap_or("yes_no"));
+                    let list = self.lists[i].expect("coded column has a list");
                     let code = if raw.is_empty() {
                         None
                     } else {
