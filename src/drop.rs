@@ -366,14 +366,14 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
     if !is_fingerprint(&meta.key_fingerprint) {
         return Err(bad("the key fingerprint is malformed".to_string()));
     }
-    if let Some(fp) = expected_fingerprint {
-        if fp != meta.key_fingerprint {
-            return Err(bad(format!(
-                "made with key {} but the current key is {fp}: the NGO must pseudonymise again \
+    if let Some(fp) = expected_fingerprint
+        && fp != meta.key_fingerprint
+    {
+        return Err(bad(format!(
+            "made with key {} but the current key is {fp}: the NGO must pseudonymise again \
                  with the current task-force key",
-                meta.key_fingerprint
-            )));
-        }
+            meta.key_fingerprint
+        )));
     }
     let identity: Vec<&str> = meta
         .form

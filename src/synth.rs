@@ -308,7 +308,7 @@ const OTHER: &[(&str, &[&str], &[&str])] = &[
 /// Spellings a given nationality can take in raw files, by style.
 fn nationality_text(alpha3: &str, style: u8, rng: &mut ChaCha8Rng) -> String {
     let c = crate::pseudonymise::country::by_alpha3(alpha3).expect("known country");
-    let s = match style {
+    match style {
         0 => c.name.to_string(),
         1 => c.demonyms.first().copied().unwrap_or(c.name).to_string(),
         2 => c.alpha2.to_string(),
@@ -319,8 +319,7 @@ fn nationality_text(alpha3: &str, style: u8, rng: &mut ChaCha8Rng) -> String {
             .copied()
             .unwrap_or(c.name)
             .to_lowercase(),
-    };
-    s
+    }
 }
 
 /// Writes another spelling of a name that normalises to the same tokens:
@@ -351,10 +350,10 @@ fn respell(name: &str, upper: bool, rng: &mut ChaCha8Rng) -> String {
         ("Phạm", &["Pham"]),
         ("Aye Aye", &["Aye-Aye"]),
     ];
-    if rng.random_bool(0.5) {
-        if let Some((_, alts)) = swaps.iter().find(|(canon, _)| *canon == name) {
-            s = alts.choose(rng).expect("alternatives").to_string();
-        }
+    if rng.random_bool(0.5)
+        && let Some((_, alts)) = swaps.iter().find(|(canon, _)| *canon == name)
+    {
+        s = alts.choose(rng).expect("alternatives").to_string();
     }
     // "Maryann" joins two tokens; only keep it where the tokens still match.
     if name_tokens(&s, "") != name_tokens(name, "") {
@@ -1145,82 +1144,6 @@ fn write_xlsx(path: &Path, form: Form, recs: &[Record]) -> Result<()> {
     book.save(path).map_err(xerr)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pseudonymise::country::nationality;
-    use crate::pseudonymise::normalise::{BirthDate, parse_birth_date};
-
-    fn text<'a>(r: &'a Record, col: &str) -> String {
-        match cell_for(r, col) {
-            Some(Cell::Text(t)) => t.clone(),
-            Some(Cell::Date(d)) => d.format("%Y-%m-%d").to_string(),
-            None => String::new(),
-        }
-    }
-
-    /// Keys as pseudonymise derives them from the cells, without HMAC.
-    fn keys(r: &Record) -> Vec<String> {
-        let mut out = Vec::new();
-        let nat = nationality(&text(r, "nationality")).unwrap();
-        if let (Ok(Some(p)), Some(n)) = (normalise_passport(&text(r, "passport_number")), nat) {
-            out.push(format!("p:{p}:{n}"));
-        }
-        let tokens = name_tokens(&text(r, "family_name"), &text(r, "given_name"));
-        if let (Ok(BirthDate::Full(d)), false) = (
-            parse_birth_date(&text(r, "date_of_birth")),
-            tokens.is_empty(),
-        ) {
-            out.push(format!("n:{d}:{}", tokens.join(" ")));
-        }
-        out
-    }
-
-    #[test]
-    fn keys_belong_to_one_person_and_link_all_their_records() {
-        let mut g = Generator::new(PilotSpec::default());
-        let (screening, people, mut truth) = g.screening();
-        let answers = g.self_assessment(&mut truth);
-        for records in [&screening, &answers] {
-            let mut owner: HashMap<String, usize> = HashMap::new();
-            for r in records.iter() {
-                for k in keys(r) {
-                    let o = *owner.entry(k.clone()).or_insert(r.person);
-                    assert_eq!(o, r.person, "two people share a key");
-                }
-            }
-            let mut by_person: BTreeMap<usize, Vec<Vec<String>>> = BTreeMap::new();
-            for r in records.iter() {
-                by_person.entry(r.person).or_default().push(keys(r));
-            }
-            for (p, recs) in by_person {
-                if recs.len() > 1 {
-                    for k in &recs[1..] {
-                        assert!(
-                            k.iter().any(|k| recs[0].contains(k)),
-                            "person {p}: {recs:?}"
-                        );
-                    }
-                }
-            }
-        }
-        assert_eq!(people.len(), 1037);
-    }
-
-    #[test]
-    fn respellings_keep_name_tokens() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        for name in PHL_FAMILY.iter().chain(IDN_FAMILY).chain(PHL_GIVEN) {
-            for upper in [false, true] {
-                for _ in 0..10 {
-                    let s = respell(name, upper, &mut rng);
-                    assert_eq!(name_tokens(&s, ""), name_tokens(name, ""), "{name} -> {s}");
-                }
-            }
-        }
-    }
-}
-
 /// Writes `rows` synthetic screening rows for one period as CSV, fast, for
 /// benchmarks: names, dates, passports and nationalities in the spellings
 /// the demo uses, every row valid. Seeded and deterministic.
@@ -1300,4 +1223,80 @@ pub fn bulk_screening_csv(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pseudonymise::country::nationality;
+    use crate::pseudonymise::normalise::{BirthDate, parse_birth_date};
+
+    fn text(r: &Record, col: &str) -> String {
+        match cell_for(r, col) {
+            Some(Cell::Text(t)) => t.clone(),
+            Some(Cell::Date(d)) => d.format("%Y-%m-%d").to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Keys as pseudonymise derives them from the cells, without HMAC.
+    fn keys(r: &Record) -> Vec<String> {
+        let mut out = Vec::new();
+        let nat = nationality(&text(r, "nationality")).unwrap();
+        if let (Ok(Some(p)), Some(n)) = (normalise_passport(&text(r, "passport_number")), nat) {
+            out.push(format!("p:{p}:{n}"));
+        }
+        let tokens = name_tokens(&text(r, "family_name"), &text(r, "given_name"));
+        if let (Ok(BirthDate::Full(d)), false) = (
+            parse_birth_date(&text(r, "date_of_birth")),
+            tokens.is_empty(),
+        ) {
+            out.push(format!("n:{d}:{}", tokens.join(" ")));
+        }
+        out
+    }
+
+    #[test]
+    fn keys_belong_to_one_person_and_link_all_their_records() {
+        let mut g = Generator::new(PilotSpec::default());
+        let (screening, people, mut truth) = g.screening();
+        let answers = g.self_assessment(&mut truth);
+        for records in [&screening, &answers] {
+            let mut owner: HashMap<String, usize> = HashMap::new();
+            for r in records.iter() {
+                for k in keys(r) {
+                    let o = *owner.entry(k.clone()).or_insert(r.person);
+                    assert_eq!(o, r.person, "two people share a key");
+                }
+            }
+            let mut by_person: BTreeMap<usize, Vec<Vec<String>>> = BTreeMap::new();
+            for r in records.iter() {
+                by_person.entry(r.person).or_default().push(keys(r));
+            }
+            for (p, recs) in by_person {
+                if recs.len() > 1 {
+                    for k in &recs[1..] {
+                        assert!(
+                            k.iter().any(|k| recs[0].contains(k)),
+                            "person {p}: {recs:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(people.len(), 1037);
+    }
+
+    #[test]
+    fn respellings_keep_name_tokens() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for name in PHL_FAMILY.iter().chain(IDN_FAMILY).chain(PHL_GIVEN) {
+            for upper in [false, true] {
+                for _ in 0..10 {
+                    let s = respell(name, upper, &mut rng);
+                    assert_eq!(name_tokens(&s, ""), name_tokens(name, ""), "{name} -> {s}");
+                }
+            }
+        }
+    }
 }

@@ -53,22 +53,29 @@ fn table(name: &str, header: &[&str], min_rows: usize) -> Vec<Row> {
         .iter()
         .position(|l| l.trim_end() == heading)
         .unwrap_or_else(|| panic!("{DOC} has no heading '{heading}'"));
-    let mut rows = lines
+    // The table lines up to the next heading: one table, without a break
+    // (a blank line would hide the rows after it).
+    let section: Vec<(usize, &str)> = lines
         .iter()
+        .copied()
         .enumerate()
         .skip(start + 1)
-        .skip_while(|(_, l)| !l.starts_with('|') && !l.starts_with('#'))
-        .take_while(|(_, l)| l.starts_with('|'))
-        .map(|(i, l)| Row {
-            line: i + 1,
-            cells: l
-                .trim()
-                .trim_start_matches('|')
-                .trim_end_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect(),
-        });
+        .take_while(|(_, l)| !l.starts_with('#'))
+        .filter(|(_, l)| l.starts_with('|'))
+        .collect();
+    if let Some(w) = section.windows(2).find(|w| w[1].0 != w[0].0 + 1) {
+        panic!("{DOC} line {}: the table is interrupted", w[1].0 + 1);
+    }
+    let mut rows = section.into_iter().map(|(i, l)| Row {
+        line: i + 1,
+        cells: l
+            .trim()
+            .trim_start_matches('|')
+            .trim_end_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect(),
+    });
     let head = rows
         .next()
         .unwrap_or_else(|| panic!("{DOC}: no table under '{heading}'"));
@@ -207,7 +214,7 @@ fn normalisation_nationality_tables() {
     let mut failures = Failures::default();
     // What the document says each input gives.
     let mut documented: HashMap<String, String> = HashMap::new();
-    for row in table("nationality", &["input", "alpha-3"], 1524) {
+    for row in table("nationality", &["input", "alpha-3"], 1548) {
         let got = match nationality(&row.value(0)) {
             Ok(code) => shown(code.unwrap_or("")),
             Err(NationalityError::Unknown) => "refused".to_string(),

@@ -179,6 +179,9 @@ pub struct Pseudonymiser {
     keyer: Keyer,
 }
 
+/// A coded row, or its problems as (column, reason).
+type RowResult = std::result::Result<Coded, Vec<(String, String)>>;
+
 /// Where each schema column sits in a file's header.
 type HeaderMap = Vec<usize>;
 
@@ -286,7 +289,7 @@ impl Pseudonymiser {
             .enumerate()
             .flat_map(|(f, i)| i.table.rows.iter().map(move |r| (f, r)))
             .collect();
-        let results: Vec<(String, std::result::Result<Coded, Vec<(String, String)>>)> = rows
+        let results: Vec<(String, RowResult)> = rows
             .par_iter()
             .with_min_len(1024)
             .map(|(f, row)| {
@@ -479,15 +482,15 @@ impl Pseudonymiser {
                 }
             }
         }
-        if let (Some(b), Some(e)) = (birth, event) {
-            if b.is_after(e) {
-                problems.push((
-                    schema.columns[schema.position(Role::DateOfBirth).unwrap_or(0)]
-                        .name
-                        .clone(),
-                    format!("is after {}", schema.event_date()),
-                ));
-            }
+        if let (Some(b), Some(e)) = (birth, event)
+            && b.is_after(e)
+        {
+            problems.push((
+                schema.columns[schema.position(Role::DateOfBirth).unwrap_or(0)]
+                    .name
+                    .clone(),
+                format!("is after {}", schema.event_date()),
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
