@@ -30,6 +30,10 @@ pub enum NationalityError {
     Unknown,
     /// A word several countries share ("Congolese"): the alpha-3 codes.
     Ambiguous(Vec<&'static str>),
+    /// A word staff write for "not known" (`N/A`, `none`): the cell should
+    /// be blank. `NA` and `NO` are also Namibia's and Norway's codes, so
+    /// they are refused rather than guessed.
+    Placeholder,
 }
 
 struct Table {
@@ -93,6 +97,19 @@ fn lookup_keys(raw: &str) -> Vec<String> {
     }
 }
 
+/// Squashed words that mean "not known" rather than a country.
+const PLACEHOLDERS: &[&str] = &[
+    "na",
+    "no",
+    "none",
+    "nil",
+    "unknown",
+    "notknown",
+    "notapplicable",
+    "notavailable",
+    "nk",
+];
+
 /// The last (squashed) form of [`lookup_keys`], the one every word is
 /// filed under.
 fn squashed_key(raw: &str) -> String {
@@ -113,6 +130,9 @@ pub fn nationality(raw: &str) -> Result<Option<&'static str>, NationalityError> 
         return Ok(None);
     }
     let key = squashed_key(raw);
+    if PLACEHOLDERS.contains(&key.as_str()) {
+        return Err(NationalityError::Placeholder);
+    }
     match TABLE.lookup.get(&key).map(Vec::as_slice) {
         Some([one]) => Ok(Some(TABLE.countries[*one].alpha3)),
         Some(many) if !many.is_empty() => Err(NationalityError::Ambiguous(

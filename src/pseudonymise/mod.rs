@@ -438,30 +438,38 @@ impl Pseudonymiser {
                         bad("is longer than 20 letters and digits".to_string())
                     }
                 },
-                Role::Nationality => match country::nationality(raw) {
-                    Ok(n) => {
-                        nationality = n;
-                        values.push(Value::Text(n));
-                    }
-                    Err(country::NationalityError::Unknown) => {
-                        values.push(Value::Text(None));
-                        bad("is not a country we know: write the English country name \
+                Role::Nationality => {
+                    match country::nationality(raw) {
+                        Ok(n) => {
+                            nationality = n;
+                            values.push(Value::Text(n));
+                        }
+                        Err(country::NationalityError::Unknown) => {
+                            values.push(Value::Text(None));
+                            bad("is not a country we know: write the English country name \
                              (Indonesia), the nationality (Indonesian) or the ISO code (ID, IDN)"
+                                .to_string())
+                        }
+                        Err(country::NationalityError::Placeholder) => {
+                            values.push(Value::Text(None));
+                            bad("looks like 'not known': leave the cell blank when the nationality \
+                             is not known, or write the country's name (Namibia, Norway)"
                             .to_string())
+                        }
+                        Err(country::NationalityError::Ambiguous(codes)) => {
+                            values.push(Value::Text(None));
+                            let names: Vec<String> = codes
+                                .iter()
+                                .filter_map(|c| country::by_alpha3(c))
+                                .map(|c| format!("{} ({})", c.name, c.alpha3))
+                                .collect();
+                            bad(format!(
+                                "could mean several countries: write one of {}",
+                                names.join(", ")
+                            ))
+                        }
                     }
-                    Err(country::NationalityError::Ambiguous(codes)) => {
-                        values.push(Value::Text(None));
-                        let names: Vec<String> = codes
-                            .iter()
-                            .filter_map(|c| country::by_alpha3(c))
-                            .map(|c| format!("{} ({})", c.name, c.alpha3))
-                            .collect();
-                        bad(format!(
-                            "could mean several countries: write one of {}",
-                            names.join(", ")
-                        ))
-                    }
-                },
+                }
                 Role::Sex | Role::Code | Role::YesNo => {
                     let list = self.lists[i].expect("coded column has a list");
                     let code = if raw.is_empty() {

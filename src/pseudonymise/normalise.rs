@@ -9,12 +9,13 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
 /// Version of these rules, stamped on every drop. Any change to the output
-/// of a function here must bump it: keys made under different versions do
-/// not match.
+/// of a function here must bump it: keys of values whose normalisation
+/// changed differ between versions.
 pub const NORMALISER_VERSION: &str = "1";
 
 /// Normalises free text (names, nationality words):
-/// compatibility decomposition (NFKD), case folding, marks removed,
+/// compatibility decomposition (NFKD), case folding, diacritical marks
+/// removed (see [`is_diacritic`]), letters with a stroke folded (`đ` is `d`),
 /// apostrophes removed, every other character that is not a letter or digit
 /// to a space, spaces collapsed and trimmed, then recomposed (NFC).
 pub fn normalise_text(raw: &str) -> String {
@@ -25,7 +26,14 @@ pub fn normalise_text(raw: &str) -> String {
     let mut out = String::with_capacity(folded.len());
     let mut pending_space = false;
     for c in folded.nfkd() {
-        if is_combining_mark(c) || is_apostrophe(c) {
+        if is_diacritic(c) || is_apostrophe(c) {
+            continue;
+        }
+        if is_combining_mark(c) {
+            // A kept mark (a vowel sign) belongs to the letter before it.
+            if !out.is_empty() && !pending_space {
+                out.push(c);
+            }
             continue;
         }
         if c.is_alphanumeric() {
@@ -33,7 +41,10 @@ pub fn normalise_text(raw: &str) -> String {
                 out.push(' ');
             }
             pending_space = false;
-            out.push(c);
+            match fold_stroke(c) {
+                Some(folded) => out.push_str(folded),
+                None => out.push(c),
+            }
         } else {
             pending_space = true;
         }
@@ -61,6 +72,46 @@ fn normalise_ascii(raw: &str) -> String {
     out
 }
 
+/// Diacritical marks: the combining marks of the Latin, Greek, Cyrillic,
+/// Hebrew and Arabic scripts. Other marks (the vowel signs of Devanagari,
+/// Thai, Burmese and other Brahmic scripts, Japanese voicing marks) are
+/// kept: they are letters of the name, and removing them would make
+/// different names equal (राम and रमा).
+fn is_diacritic(c: char) -> bool {
+    is_combining_mark(c)
+        && matches!(c,
+            '\u{0300}'..='\u{036F}'
+            | '\u{0483}'..='\u{0489}'
+            | '\u{0591}'..='\u{05C7}'
+            | '\u{0610}'..='\u{061A}'
+            | '\u{064B}'..='\u{065F}'
+            | '\u{0670}'
+            | '\u{06D6}'..='\u{06ED}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}')
+}
+
+/// Latin letters with a stroke or ligatures that have no decomposition,
+/// written without it as passports print them (Vietnamese `Đức` is `Duc`).
+fn fold_stroke(c: char) -> Option<&'static str> {
+    Some(match c {
+        'đ' | 'ð' => "d",
+        'ø' => "o",
+        'ł' => "l",
+        'ı' => "i",
+        'ħ' => "h",
+        'ŧ' => "t",
+        'ƀ' => "b",
+        'ɨ' => "i",
+        'æ' => "ae",
+        'œ' => "oe",
+        'þ' => "th",
+        _ => return None,
+    })
+}
+
 fn is_apostrophe(c: char) -> bool {
     matches!(
         c,
@@ -70,10 +121,12 @@ fn is_apostrophe(c: char) -> bool {
 
 /// Tokens that join the following token of the same field ("Dela Cruz",
 /// "de la Cruz" and "DelaCruz" all give `delacruz`).
+/// Words that are also common names in the pilot's populations are left
+/// out: Vietnamese `Văn`, `Lê`, `Đỗ`, `Du` (so Dutch `van` and French `le`
+/// do not join).
 const PARTICLES: &[&str] = &[
-    "al", "d", "da", "das", "de", "del", "dela", "delas", "della", "delos", "den", "der", "di",
-    "do", "dos", "du", "el", "la", "las", "le", "los", "mac", "mc", "o", "san", "santa", "santo",
-    "st", "ten", "ter", "van", "von",
+    "al", "da", "das", "de", "del", "dela", "delas", "della", "delos", "den", "der", "di", "dos",
+    "el", "la", "las", "los", "mac", "mc", "san", "santa", "santo", "st", "ten", "ter", "von",
 ];
 
 /// Abbreviated particles and what they stand for ("Sta. Maria" is "Santa Maria").
