@@ -229,7 +229,12 @@ fn writer_properties(meta: &DropMeta) -> WriterProperties {
 /// Writes a drop into `dir` atomically: a temporary file in the same
 /// folder, synced, then renamed. Without `overwrite` an existing drop is
 /// never replaced. Returns the drop's path.
-pub fn write(dir: &Path, meta: &DropMeta, records: &[Coded], overwrite: bool) -> Result<PathBuf> {
+pub fn write(
+    dir: &Path,
+    meta: &DropMeta,
+    batches: &[RecordBatch],
+    overwrite: bool,
+) -> Result<PathBuf> {
     let target = dir.join(meta.file_name());
     if !overwrite && target.exists() {
         return Err(Error::Usage(format!(
@@ -237,7 +242,6 @@ pub fn write(dir: &Path, meta: &DropMeta, records: &[Coded], overwrite: bool) ->
             target.display()
         )));
     }
-    let batch = to_batch(meta.form, records)?;
     let tmp = tempfile::Builder::new()
         .prefix(".safetally-")
         .suffix(".tmp")
@@ -248,10 +252,12 @@ pub fn write(dir: &Path, meta: &DropMeta, records: &[Coded], overwrite: bool) ->
             tmp.as_file()
                 .try_clone()
                 .map_err(|e| Error::io("cannot write the drop", e))?,
-            batch.schema(),
+            arrow_schema(meta.form),
             Some(writer_properties(meta)),
         )?;
-        writer.write(&batch)?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
         writer.close()?;
     }
     tmp.as_file()

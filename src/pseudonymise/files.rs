@@ -98,11 +98,11 @@ impl Job {
             })
             .collect::<Result<Vec<_>>>()?;
         let p = Pseudonymiser::new(key, self.form, &self.org, self.period, self.today);
-        let outcome = p.run(&inputs)?;
+        let outcome = p.run_batches(&inputs)?;
         let mut result = JobOutcome {
             drop: None,
             rejects_report: None,
-            rows: outcome.records.len(),
+            rows: outcome.rows,
             rejected_rows: outcome.rejected_rows,
             problems: outcome.problems,
         };
@@ -131,13 +131,13 @@ impl Job {
             normaliser_version: NORMALISER_VERSION.to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             created: drop::created_now(),
-            rows: outcome.records.len() as u64,
+            rows: outcome.rows as u64,
             rejected_rows: outcome.rejected_rows as u64,
         };
         result.drop = Some(drop::write(
             &self.out_dir,
             &meta,
-            &outcome.records,
+            &outcome.batches,
             self.force,
         )?);
         Ok(result)

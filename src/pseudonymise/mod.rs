@@ -168,6 +168,23 @@ pub struct Outcome {
     pub rejected_rows: usize,
 }
 
+/// What pseudonymising produced, as the drop's Arrow batches.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// The drop's batches, in input order.
+    pub batches: Vec<arrow_array::RecordBatch>,
+    /// Rows in the batches.
+    pub rows: usize,
+    /// Every problem found, in input order.
+    pub problems: Vec<Problem>,
+    /// Rows that had at least one problem.
+    pub rejected_rows: usize,
+}
+
+/// Rows coded per chunk: enough to keep both cores busy, small enough to
+/// keep memory flat.
+const CHUNK_ROWS: usize = 16 * 1024;
+
 /// Turns raw rows into coded records under one key.
 pub struct Pseudonymiser {
     form: Form,
@@ -178,9 +195,6 @@ pub struct Pseudonymiser {
     today: NaiveDate,
     keyer: Keyer,
 }
-
-/// A coded row, or its problems as (column, reason).
-type RowResult = std::result::Result<Coded, Vec<(String, String)>>;
 
 /// Where each schema column sits in a file's header.
 type HeaderMap = Vec<usize>;
@@ -280,6 +294,36 @@ impl Pseudonymiser {
     /// Pseudonymises all rows of all inputs. Rows are processed in parallel;
     /// records keep input order.
     pub fn run(&self, inputs: &[Input]) -> Result<Outcome> {
+        let (chunks, problems, rejected_rows) = self.process(inputs, Ok)?;
+        Ok(Outcome {
+            records: chunks.into_iter().flatten().collect(),
+            problems,
+            rejected_rows,
+        })
+    }
+
+    /// As [`run`](Self::run), but each chunk of coded rows becomes an Arrow
+    /// batch of the drop in the worker that coded it, so coded records
+    /// never pile up in memory.
+    pub fn run_batches(&self, inputs: &[Input]) -> Result<BatchOutcome> {
+        let form = self.form;
+        let (batches, problems, rejected_rows) =
+            self.process(inputs, |coded| crate::drop::to_batch(form, &coded))?;
+        Ok(BatchOutcome {
+            rows: batches.iter().map(|b| b.num_rows()).sum(),
+            batches,
+            problems,
+            rejected_rows,
+        })
+    }
+
+    /// Codes every row in chunks (in parallel, chunk order kept) and hands
+    /// each chunk's valid records to `finish`.
+    fn process<T: Send>(
+        &self,
+        inputs: &[Input],
+        finish: impl Fn(Vec<Coded>) -> Result<T> + Sync,
+    ) -> Result<(Vec<T>, Vec<Problem>, usize)> {
         let maps: Vec<HeaderMap> = inputs
             .iter()
             .map(|i| self.header_map(&i.name, &i.table.header))
@@ -289,85 +333,94 @@ impl Pseudonymiser {
             .enumerate()
             .flat_map(|(f, i)| i.table.rows.iter().map(move |r| (f, r)))
             .collect();
-        let results: Vec<(String, RowResult)> = rows
+        let ref_pos = self.schema().position(Role::Reference).unwrap_or(0);
+        let references: Vec<String> = rows
             .par_iter()
-            .with_min_len(1024)
-            .map(|(f, row)| {
-                let map = &maps[*f];
-                let reference = normalise_reference(
-                    row.cells
-                        .get(map[self.schema().position(Role::Reference).unwrap_or(0)])
-                        .unwrap_or(""),
-                );
-                let res = match &row.defect {
-                    Some(d) => Err(vec![(String::new(), d.clone())]),
-                    None => self.code_row(&row.cells, map),
-                };
-                (reference, res)
-            })
+            .with_min_len(4096)
+            .map(|(f, row)| normalise_reference(row.cells.get(maps[*f][ref_pos]).unwrap_or("")))
             .collect();
 
         // A reference must be unique within the drop: the record key is
         // derived from it and a later drop corrects by it.
-        let mut first_seen: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
-        for (i, (reference, _)) in results.iter().enumerate() {
+        let mut seen: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        for (i, reference) in references.iter().enumerate() {
             if !reference.is_empty() {
-                first_seen.entry(reference.as_str()).or_default().push(i);
+                seen.entry(reference.as_str()).or_default().push(i);
             }
         }
-        let ref_col = self.schema().reference().to_string();
-        let mut problems = Vec::new();
-        let mut records = Vec::with_capacity(results.len());
-        let mut rejected_rows = 0;
-        let repeated: FxHashMap<usize, Vec<usize>> = first_seen
+        let repeated: FxHashMap<usize, Vec<usize>> = seen
             .into_values()
             .filter(|v| v.len() > 1)
             .flat_map(|v| v.clone().into_iter().map(move |i| (i, v.clone())))
             .collect();
-        for (i, (_, res)) in results.into_iter().enumerate() {
-            let (f, row) = rows[i];
-            let (coded, mut row_problems) = match res {
-                Ok(c) => (Some(c), Vec::new()),
-                Err(p) => (None, p),
-            };
-            if let Some(same) = repeated.get(&i) {
-                let others: Vec<String> = same
-                    .iter()
-                    .filter(|j| **j != i)
-                    .map(|j| {
-                        let (g, r) = rows[*j];
-                        if g == f {
-                            format!("row {}", r.line)
-                        } else {
-                            format!("row {} of {}", r.line, inputs[g].name)
-                        }
-                    })
-                    .collect();
-                row_problems.push((
-                    ref_col.clone(),
-                    format!(
-                        "the same {ref_col} is also on {}; each record needs its own reference",
-                        others.join(", ")
-                    ),
-                ));
-            }
-            if row_problems.is_empty() {
-                records.extend(coded);
-            } else {
-                rejected_rows += 1;
-                problems.extend(row_problems.into_iter().map(|(column, reason)| Problem {
-                    file: inputs[f].name.clone(),
-                    row: row.line,
-                    column,
-                    reason,
-                }));
-            }
+        let ref_col = self.schema().reference();
+        let repeat_problem = |i: usize, same: &[usize]| {
+            let f = rows[i].0;
+            let others: Vec<String> = same
+                .iter()
+                .filter(|j| **j != i)
+                .map(|j| {
+                    let (g, r) = rows[*j];
+                    if g == f {
+                        format!("row {}", r.line)
+                    } else {
+                        format!("row {} of {}", r.line, inputs[g].name)
+                    }
+                })
+                .collect();
+            (
+                ref_col.to_string(),
+                format!(
+                    "the same {ref_col} is also on {}; each record needs its own reference",
+                    others.join(", ")
+                ),
+            )
+        };
+
+        let chunks: Vec<(T, Vec<Problem>, usize)> = rows
+            .par_chunks(CHUNK_ROWS)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let mut coded = Vec::with_capacity(chunk.len());
+                let mut problems = Vec::new();
+                let mut rejected = 0;
+                for (k, (f, row)) in chunk.iter().enumerate() {
+                    let i = c * CHUNK_ROWS + k;
+                    let res = match &row.defect {
+                        Some(d) => Err(vec![(String::new(), d.clone())]),
+                        None => self.code_row(&row.cells, &maps[*f]),
+                    };
+                    let (ok, mut row_problems) = match res {
+                        Ok(r) => (Some(r), Vec::new()),
+                        Err(p) => (None, p),
+                    };
+                    if let Some(same) = repeated.get(&i) {
+                        row_problems.push(repeat_problem(i, same));
+                    }
+                    if row_problems.is_empty() {
+                        coded.extend(ok);
+                    } else {
+                        rejected += 1;
+                        problems.extend(row_problems.into_iter().map(|(column, reason)| Problem {
+                            file: inputs[*f].name.clone(),
+                            row: row.line,
+                            column,
+                            reason,
+                        }));
+                    }
+                }
+                Ok((finish(coded)?, problems, rejected))
+            })
+            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut problems = Vec::new();
+        let mut rejected_rows = 0;
+        for (t, p, r) in chunks {
+            out.push(t);
+            problems.extend(p);
+            rejected_rows += r;
         }
-        Ok(Outcome {
-            records,
-            problems,
-            rejected_rows,
-        })
+        Ok((out, problems, rejected_rows))
     }
 
     /// Validates and codes one row. Problems name the column and say what
