@@ -342,7 +342,8 @@ impl Pseudonymiser {
 
         // A reference must be unique within the drop: the record key is
         // derived from it and a later drop corrects by it.
-        let mut seen: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        let mut seen: FxHashMap<&str, Vec<usize>> =
+            FxHashMap::with_capacity_and_hasher(references.len(), Default::default());
         for (i, reference) in references.iter().enumerate() {
             if !reference.is_empty() {
                 seen.entry(reference.as_str()).or_default().push(i);
@@ -559,7 +560,9 @@ impl Pseudonymiser {
         let at = event.unwrap_or_else(|| self.period.first_day());
         let tokens = normalise::name_tokens(family, given);
         let dob_full = match birth {
-            Some(BirthDate::Full(d)) => Some(d.format("%Y-%m-%d").to_string()),
+            Some(BirthDate::Full(d)) => {
+                Some(format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
+            }
             _ => None,
         };
         Ok(Coded {
