@@ -18,6 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::pseudonymise::matchkeys::{NAME_DOB_RULE, PASSPORT_RULE, RECORD_RULE};
@@ -216,14 +217,23 @@ pub fn to_batch(form: Form, records: &[Coded]) -> Result<RecordBatch> {
 
 /// Pinned writer settings: the same records give the same bytes.
 fn writer_properties(meta: &DropMeta) -> WriterProperties {
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("safetally {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(Some(meta.to_key_values()))
-        .build()
+        .set_key_value_metadata(Some(meta.to_key_values()));
+    // Keys are uniformly random bytes: a dictionary, compression or min/max
+    // statistics cost time and buy nothing.
+    for key in KEY_COLUMNS {
+        let col = ColumnPath::from(key);
+        builder = builder
+            .set_column_dictionary_enabled(col.clone(), false)
+            .set_column_compression(col.clone(), Compression::UNCOMPRESSED)
+            .set_column_statistics_enabled(col, EnabledStatistics::None);
+    }
+    builder.build()
 }
 
 /// Writes a drop into `dir` atomically: a temporary file in the same
