@@ -121,12 +121,87 @@ pub fn read_csv_bytes(bytes: &[u8], path: &Path) -> Result<RawTable> {
                 })
         })
         .collect::<Result<_>>()?;
+    let delimiter = sniff_delimiter(bytes);
+    let body = records.reader().position().byte() as usize;
+    let rows = parse_body(bytes, body, delimiter, header.len(), path, PARALLEL_FROM)?;
+    Ok(RawTable { header, rows })
+}
+
+/// Bodies larger than this are parsed in parallel when they hold no quote.
+const PARALLEL_FROM: usize = 4 << 20;
+
+/// Parses the rows after the header. A body with no `"` cannot have a line
+/// break inside a cell, so it is split at line breaks and the pieces are
+/// parsed in parallel; otherwise it is parsed in one pass. Both give the
+/// same rows.
+fn parse_body(
+    bytes: &[u8],
+    body: usize,
+    delimiter: u8,
+    width: usize,
+    path: &Path,
+    parallel_from: usize,
+) -> Result<Vec<RawRow>> {
+    use rayon::prelude::*;
+    let before = bytes[..body].iter().filter(|b| **b == b'\n').count() as u64;
+    if bytes.len() - body < parallel_from || bytes[body..].contains(&b'"') {
+        return parse_rows(bytes, body, bytes.len(), before, delimiter, width, path);
+    }
+    let pieces = rayon::current_num_threads() * 4;
+    let step = (bytes.len() - body).div_ceil(pieces).max(1);
+    let mut bounds = vec![body];
+    while *bounds.last().expect("one") < bytes.len() {
+        let from = (*bounds.last().expect("one") + step).min(bytes.len());
+        let end = bytes[from..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| from + i + 1);
+        bounds.push(end);
+    }
+    let spans: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+    let newlines: Vec<u64> = spans
+        .par_iter()
+        .map(|(a, b)| bytes[*a..*b].iter().filter(|c| **c == b'\n').count() as u64)
+        .collect();
+    let mut starts = Vec::with_capacity(spans.len());
+    let mut seen = before;
+    for n in &newlines {
+        starts.push(seen);
+        seen += n;
+    }
+    let parts: Vec<Vec<RawRow>> = spans
+        .par_iter()
+        .zip(starts)
+        .map(|((a, b), before)| parse_rows(bytes, *a, *b, before, delimiter, width, path))
+        .collect::<Result<_>>()?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// Parses `bytes[start..end]`, whose first line is line `before + 1`.
+fn parse_rows(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    before: u64,
+    delimiter: u8,
+    width: usize,
+    path: &Path,
+) -> Result<Vec<RawRow>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(&bytes[start..end]);
+    let mut lines = LineCounter {
+        offset: start,
+        newlines: before,
+    };
     let mut rows = Vec::new();
-    let mut lines = LineCounter::default();
-    for record in records {
+    for record in reader.byte_records() {
         let record = record.map_err(|e| csv_error(path, e))?;
-        let line = lines.line_at(bytes, record.position().map_or(0, |p| p.byte() as usize));
-        let width = record.len();
+        let at = start + record.position().map_or(0, |p| p.byte() as usize);
+        let line = lines.line_at(bytes, at);
+        let cells_in_row = record.len();
         let (mut cells, mut defect) = match csv::StringRecord::from_byte_record(record) {
             Ok(r) => (r, None),
             Err(_) => (
@@ -141,25 +216,20 @@ pub fn read_csv_bytes(bytes: &[u8], path: &Path) -> Result<RawTable> {
         if defect.is_none() && cells.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
-        if width > header.len()
-            && cells
-                .iter()
-                .skip(header.len())
-                .any(|c| !c.trim().is_empty())
-        {
+        if cells_in_row > width && cells.iter().skip(width).any(|c| !c.trim().is_empty()) {
             defect = Some(format!(
-                "the row has {width} cells but the header has {}; check for an unquoted separator",
-                header.len()
+                "the row has {cells_in_row} cells but the header has {width}; check for an \
+                 unquoted separator"
             ));
         }
-        fit(&mut cells, header.len());
+        fit(&mut cells, width);
         rows.push(RawRow {
             line,
             cells,
             defect,
         });
     }
-    Ok(RawTable { header, rows })
+    Ok(rows)
 }
 
 /// Spreadsheet row numbers from byte offsets. csv reports a record's start
@@ -309,6 +379,31 @@ mod tests {
         assert_eq!(t.rows[0].cells, vec!["A1", "f"]);
         assert_eq!(t.rows[0].line, 2);
         assert_eq!(t.rows[1].line, 5);
+    }
+
+    #[test]
+    fn parallel_parsing_gives_the_same_rows_and_row_numbers() {
+        let mut text = String::from("a;b;c\r\n");
+        for i in 0..5000 {
+            match i % 7 {
+                0 => text.push_str("\r\n"),
+                1 => text.push_str(&format!("x{i};y;z;extra\r\n")),
+                _ => text.push_str(&format!("x{i};é{i};\r\n")),
+            }
+        }
+        let bytes = text.as_bytes();
+        let p = Path::new("x.csv");
+        let body = text.find('\n').unwrap() - 1;
+        let one = parse_body(bytes, body, b';', 3, p, usize::MAX).unwrap();
+        let many = parse_body(bytes, body, b';', 3, p, 0).unwrap();
+        assert_eq!(one.len(), many.len());
+        assert!(one.len() > 4000);
+        for (a, b) in one.iter().zip(&many) {
+            assert_eq!((a.line, &a.cells, &a.defect), (b.line, &b.cells, &b.defect));
+        }
+        let t = read_csv_bytes(bytes, p).unwrap();
+        assert_eq!(t.rows.len(), one.len());
+        assert_eq!(t.rows[0].line, 3, "row 2 is blank");
     }
 
     #[test]
