@@ -179,6 +179,7 @@ pub fn to_batch(form: Form, records: &[Coded]) -> Result<RecordBatch> {
             _ => Col::Text(StringBuilder::with_capacity(n, n * 8)),
         })
         .collect();
+    let mut month_text: (Option<Period>, String) = (None, String::new());
     for r in records {
         record_key.append_value(r.record_key)?;
         match r.key_passport {
@@ -189,7 +190,11 @@ pub fn to_batch(form: Form, records: &[Coded]) -> Result<RecordBatch> {
             Some(k) => key_name_dob.append_value(k)?,
             None => key_name_dob.append_null(),
         }
-        event_month.append_value(r.event_month.to_string());
+        // Rows of one drop nearly always share a month: format it once.
+        if month_text.0 != Some(r.event_month) {
+            month_text = (Some(r.event_month), r.event_month.to_string());
+        }
+        event_month.append_value(&month_text.1);
         age_band.append_option(r.age_band);
         for (col, v) in cols.iter_mut().zip(&r.values) {
             match (col, v) {

@@ -389,7 +389,7 @@ impl Pseudonymiser {
                     let i = c * CHUNK_ROWS + k;
                     let res = match &row.defect {
                         Some(d) => Err(vec![(String::new(), d.clone())]),
-                        None => self.code_row(&row.cells, &maps[*f]),
+                        None => self.code_row(&row.cells, &maps[*f], &references[i]),
                     };
                     let (ok, mut row_problems) = match res {
                         Ok(r) => (Some(r), Vec::new()),
@@ -426,15 +426,17 @@ impl Pseudonymiser {
 
     /// Validates and codes one row. Problems name the column and say what
     /// to fix; they never quote the cell.
+    /// `normalised_reference` is the reference column after
+    /// [`normalise_reference`], computed once by the caller.
     fn code_row(
         &self,
         cells: &csv::StringRecord,
         map: &HeaderMap,
+        normalised_reference: &str,
     ) -> std::result::Result<Coded, Vec<(String, String)>> {
         let schema = self.schema();
         let mut problems: Vec<(String, String)> = Vec::new();
         let cell = |i: usize| cells.get(map[i]).unwrap_or("").trim();
-        let mut reference = "";
         let mut event: Option<NaiveDate> = None;
         let (mut family, mut given) = ("", "");
         let mut birth: Option<BirthDate> = None;
@@ -454,7 +456,6 @@ impl Pseudonymiser {
                     } else if raw.chars().count() > 64 {
                         bad("is longer than 64 characters".to_string());
                     }
-                    reference = raw;
                 }
                 Role::EventDate => {
                     if raw.is_empty() {
@@ -566,11 +567,9 @@ impl Pseudonymiser {
             _ => None,
         };
         Ok(Coded {
-            record_key: self.keyer.record(
-                self.form.code(),
-                &self.org,
-                &normalise_reference(reference),
-            ),
+            record_key: self
+                .keyer
+                .record(self.form.code(), &self.org, normalised_reference),
             key_passport: self.keyer.passport(passport.as_deref(), nationality),
             key_name_dob: self.keyer.name_dob(&tokens, dob_full.as_deref()),
             event_month: event.map_or(self.period, Period::of),
