@@ -3,7 +3,8 @@
 //! (`benches/peer_pseudonymise.py`: csv, unicodedata, hmac) on the same file.
 //! Prints one table with rows per second and the ratio.
 //!
-//! Run: `cargo bench --bench pseudonymise` (ROWS=... to change the size).
+//! Run: `cargo bench --bench pseudonymise` (ROWS=... to change the size,
+//! RUNS=... the repetitions, PEER=... another peer script).
 
 use std::path::PathBuf;
 use std::process::Command;
