@@ -73,29 +73,14 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
             .chain(c.aliases.iter().copied())
             .chain(c.demonyms.iter().copied());
         for w in words {
-            for key in lookup_keys(w) {
-                let entry = lookup.entry(key).or_default();
-                if !entry.contains(&i) {
-                    entry.push(i);
-                }
+            let entry = lookup.entry(squashed_key(w)).or_default();
+            if !entry.contains(&i) {
+                entry.push(i);
             }
         }
     }
     Table { countries, lookup }
 });
-
-/// The comparison forms of a word: normalised, and also without a leading
-/// "the" and without spaces ("Viet Nam" and "Vietnam").
-fn lookup_keys(raw: &str) -> Vec<String> {
-    let n = normalise_text(raw);
-    let n = n.strip_prefix("the ").map(str::to_string).unwrap_or(n);
-    let squashed: String = n.chars().filter(|c| *c != ' ').collect();
-    if squashed == n {
-        vec![n]
-    } else {
-        vec![n, squashed]
-    }
-}
 
 /// Squashed words that mean "not known" rather than a country.
 const PLACEHOLDERS: &[&str] = &[
@@ -110,8 +95,9 @@ const PLACEHOLDERS: &[&str] = &[
     "nk",
 ];
 
-/// The last (squashed) form of [`lookup_keys`], the one every word is
-/// filed under.
+/// The comparison form of a word: normalised, without a leading "the" and
+/// without spaces ("The Philippines" is "philippines", "Viet Nam" is
+/// "vietnam").
 fn squashed_key(raw: &str) -> String {
     let n = normalise_text(raw);
     let n = n.strip_prefix("the ").unwrap_or(&n);
