@@ -257,11 +257,7 @@ pub fn write(
             target.display()
         )));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".safetally-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("cannot create a file in {}", dir.display()), e))?;
+    let tmp = temp_file_in(dir)?;
     {
         let mut writer = ArrowWriter::try_new(
             tmp.as_file()
@@ -297,6 +293,16 @@ pub fn write(
     Ok(target)
 }
 
+/// A temporary file in `dir` (same file system as the target, so the final
+/// rename is atomic); removed if dropped before it is persisted.
+fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".safetally-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(format!("cannot create a file in {}", dir.display()), e))
+}
+
 /// Syncs a folder so a rename in it survives a crash (Unix; a no-op elsewhere).
 pub fn sync_dir(dir: &Path) {
     #[cfg(unix)]
@@ -313,11 +319,7 @@ pub fn write_text_atomically(path: &Path, text: &str) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".safetally-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("cannot create a file in {}", dir.display()), e))?;
+    let mut tmp = temp_file_in(dir)?;
     tmp.write_all(text.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;

@@ -185,7 +185,7 @@ impl CodeList {
         if raw.is_ascii() && raw.len() <= buf.len() {
             let mut n = 0;
             for b in raw.bytes() {
-                if !matches!(b, b' ' | b'_' | b'-' | b'.' | b'\t') {
+                if !is_separator(b as char) {
                     buf[n] = b.to_ascii_lowercase();
                     n += 1;
                 }
@@ -209,12 +209,17 @@ impl CodeList {
     }
 }
 
+/// Characters that do not matter when comparing codes and header names.
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '_' | '-' | '.' | '\t')
+}
+
 /// Lower-cases and removes spaces, `_`, `-` and `.`: the comparison form of
 /// codes and header names.
 pub fn squash(raw: &str) -> String {
     raw.trim()
         .chars()
-        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.' | '\t'))
+        .filter(|c| !is_separator(*c))
         .flat_map(char::to_lowercase)
         .collect()
 }
@@ -224,7 +229,7 @@ fn squashes_to(raw: &str, squashed: &str) -> bool {
     let mut want = squashed.chars();
     for c in raw
         .chars()
-        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.' | '\t'))
+        .filter(|c| !is_separator(*c))
         .flat_map(char::to_lowercase)
     {
         if want.next() != Some(c) {

@@ -1,7 +1,7 @@
 //! Every subcommand through the binary: templates, keys, pseudonymise
 //! (CSV, XLSX, BOM/CRLF, invalid rows, --allow-rejects, overwriting) and check.
 
-use crate::util::{DropData, World, screening_header, screening_row};
+use crate::util::{DropData, World, pseudonymise_args, screening_header, screening_row};
 
 fn person_a(case_ref: &str) -> String {
     screening_row(&[
@@ -458,20 +458,8 @@ fn bad_usage_is_exit_code_2_before_anything_is_written() {
         ("--period", "2018-3"),
         ("--form", "intake"),
     ] {
-        let mut args = vec![
-            "pseudonymise",
-            "--form",
-            "screening",
-            "--org",
-            "NGO01",
-            "--period",
-            "2018-03",
-            "--key",
-            "key",
-            "--out",
-            "out",
-            "in.csv",
-        ];
+        let mut args = pseudonymise_args("NGO01");
+        args.push("in.csv");
         let i = args.iter().position(|a| *a == flag).unwrap();
         args[i + 1] = value;
         let r = w.run(&args);

@@ -67,23 +67,28 @@ impl World {
 
     /// Pseudonymises screening files for NGO `org`, period 2018-03.
     pub fn pseudonymise(&self, org: &str, extra: &[&str], inputs: &[&str]) -> Run {
-        let mut args = vec![
-            "pseudonymise",
-            "--form",
-            "screening",
-            "--org",
-            org,
-            "--period",
-            "2018-03",
-            "--key",
-            "key",
-            "--out",
-            "out",
-        ];
+        let mut args = pseudonymise_args(org);
         args.extend(extra);
         args.extend(inputs);
         self.run(&args)
     }
+}
+
+/// `pseudonymise` for screening, period 2018-03, key `key`, into `out`.
+pub fn pseudonymise_args(org: &str) -> Vec<&str> {
+    vec![
+        "pseudonymise",
+        "--form",
+        "screening",
+        "--org",
+        org,
+        "--period",
+        "2018-03",
+        "--key",
+        "key",
+        "--out",
+        "out",
+    ]
 }
 
 pub fn finish(out: Output) -> Run {
@@ -149,8 +154,11 @@ impl DropData {
             .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
             .collect();
         let schema = builder.schema().clone();
-        let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
-        let batch = arrow_select_concat(&schema, &batches);
+        let mut batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+        assert!(batches.len() <= 1, "test drops fit in one batch");
+        let batch = batches
+            .pop()
+            .unwrap_or_else(|| RecordBatch::new_empty(schema));
         DropData { meta, batch }
     }
 
@@ -158,44 +166,27 @@ impl DropData {
         self.batch.num_rows()
     }
 
-    pub fn key(&self, column: &str, row: usize) -> Option<Vec<u8>> {
-        let a = self
-            .batch
-            .column_by_name(column)
-            .unwrap()
+    fn column<T: Array + 'static>(&self, name: &str) -> &T {
+        self.batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
             .as_any()
-            .downcast_ref::<FixedSizeBinaryArray>()
-            .unwrap();
+            .downcast_ref::<T>()
+            .unwrap_or_else(|| panic!("column {name} has another type"))
+    }
+
+    pub fn key(&self, column: &str, row: usize) -> Option<Vec<u8>> {
+        let a = self.column::<FixedSizeBinaryArray>(column);
         a.is_valid(row).then(|| a.value(row).to_vec())
     }
 
     pub fn text(&self, column: &str, row: usize) -> Option<String> {
-        let a = self
-            .batch
-            .column_by_name(column)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
+        let a = self.column::<StringArray>(column);
         a.is_valid(row).then(|| a.value(row).to_string())
     }
 
     pub fn flag(&self, column: &str, row: usize) -> Option<bool> {
-        let a = self
-            .batch
-            .column_by_name(column)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .unwrap();
+        let a = self.column::<BooleanArray>(column);
         a.is_valid(row).then(|| a.value(row))
     }
-}
-
-fn arrow_select_concat(schema: &arrow_schema::SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
-    if batches.len() == 1 {
-        return batches[0].clone();
-    }
-    assert!(batches.is_empty(), "test drops fit in one batch");
-    RecordBatch::new_empty(schema.clone())
 }
