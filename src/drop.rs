@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, FixedSizeBinaryBuilder, StringBuilder};
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -21,10 +22,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
+use crate::pseudonymise::country::by_alpha3;
 use crate::pseudonymise::matchkeys::{NAME_DOB_RULE, PASSPORT_RULE, RECORD_RULE};
-use crate::pseudonymise::normalise::NORMALISER_VERSION;
+use crate::pseudonymise::normalise::{AGE_BANDS, NORMALISER_VERSION};
 use crate::pseudonymise::{Coded, Period, Value, parse_org};
-use crate::schema::{Form, Role};
+use crate::schema::{Form, Role, code_list};
 
 /// Version of the drop format. Bump on any change of columns or metadata.
 pub const FORMAT_VERSION: &str = "1";
@@ -336,20 +338,52 @@ pub struct Checked {
     pub meta: DropMeta,
 }
 
-/// Reads and verifies a drop: Parquet readable, safetally metadata present
-/// and well formed, known format and schema versions, the exact columns of
-/// its form (so no identity column), row count equal to the metadata, record
-/// keys present and unique, and (when given) the expected key fingerprint.
+/// Why a drop was refused, with its metadata when that much could be read.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The metadata, when the file is Parquet with safetally metadata.
+    pub meta: Option<Box<DropMeta>>,
+    /// Why, in words an NGO or the secretariat can act on.
+    pub reason: String,
+}
+
+/// Reads and verifies a drop file, and (when given) its key fingerprint.
+/// See [`inspect`] for what is verified.
 pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked> {
     let bad = |reason: String| Error::BadDrop {
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
-        bad(format!(
-            "not a readable Parquet file ({e}); it may be truncated or not a drop"
-        ))
+    let data = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let meta = inspect(Bytes::from(data)).map_err(|r| bad(r.reason))?;
+    if let Some(fp) = expected_fingerprint
+        && fp != meta.key_fingerprint
+    {
+        return Err(bad(format!(
+            "made with key {} but the current key is {fp}: the NGO must pseudonymise again \
+                 with the current task-force key",
+            meta.key_fingerprint
+        )));
+    }
+    Ok(Checked { meta })
+}
+
+/// Verifies a drop's bytes, reading every value: Parquet readable (so not
+/// truncated), safetally metadata present and well formed, known format,
+/// schema and normaliser versions, the exact columns of its form (so no
+/// identity column), and content that agrees with the metadata: the row
+/// count, record keys present and unique, every event month equal to the
+/// drop's period, every age band and coded value one the form allows.
+pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
+    let refuse = |meta: Option<&DropMeta>, reason: String| Refusal {
+        meta: meta.map(|m| Box::new(m.clone())),
+        reason,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| {
+        refuse(
+            None,
+            format!("not a readable Parquet file ({e}); it may be truncated or not a drop"),
+        )
     })?;
     let kv: BTreeMap<String, String> = builder
         .metadata()
@@ -364,7 +398,8 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
                 .collect()
         })
         .unwrap_or_default();
-    let meta = DropMeta::from_key_values(&kv).map_err(bad)?;
+    let meta = DropMeta::from_key_values(&kv).map_err(|r| refuse(None, r))?;
+    let bad = |reason: String| refuse(Some(&meta), reason);
     if meta.format_version != FORMAT_VERSION {
         return Err(bad(format!(
             "drop format version {} is not known to this safetally ({}); update safetally",
@@ -388,15 +423,6 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
     }
     if !is_fingerprint(&meta.key_fingerprint) {
         return Err(bad("the key fingerprint is malformed".to_string()));
-    }
-    if let Some(fp) = expected_fingerprint
-        && fp != meta.key_fingerprint
-    {
-        return Err(bad(format!(
-            "made with key {} but the current key is {fp}: the NGO must pseudonymise again \
-                 with the current task-force key",
-            meta.key_fingerprint
-        )));
     }
     let identity: Vec<&str> = meta
         .form
@@ -439,18 +465,10 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
         )));
     }
     let reader = builder
-        .with_projection(parquet::arrow::ProjectionMask::roots(
-            &parquet::schema::types::SchemaDescriptor::new(Arc::new(
-                parquet::arrow::ArrowSchemaConverter::new()
-                    .convert(&expected)
-                    .map_err(|e| bad(e.to_string()))?
-                    .root_schema()
-                    .clone(),
-            )),
-            [0],
-        ))
         .build()
         .map_err(|e| bad(format!("cannot read ({e})")))?;
+    let allowed = allowed_values(meta.form);
+    let period = meta.period.to_string();
     let mut seen = HashSet::with_capacity(meta.rows as usize);
     let mut read_rows = 0u64;
     for batch in reader {
@@ -468,6 +486,34 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
                 return Err(bad("two rows share a record_key".into()));
             }
         }
+        for (i, allowed) in allowed.iter().enumerate() {
+            let Some(allowed) = allowed else { continue };
+            let col = batch.column(i + KEY_COLUMNS.len());
+            let name = expected.field(i + KEY_COLUMNS.len()).name();
+            let text = col
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| bad(format!("{name} has the wrong type")))?;
+            for (row, v) in text.iter().enumerate() {
+                let ok = match (v, allowed) {
+                    (None, Allowed::Period) => false,
+                    (None, _) => true,
+                    (Some(v), Allowed::Period) => v == period,
+                    (Some(v), Allowed::Codes(codes)) => codes.contains(&v),
+                    (Some(v), Allowed::Nationality) => by_alpha3(v).is_some(),
+                };
+                if !ok {
+                    let at = read_rows + row as u64 + 1;
+                    return Err(bad(match allowed {
+                        Allowed::Period => format!(
+                            "row {at}: {name} is not the drop's period {period}: the content \
+                             does not match the metadata"
+                        ),
+                        _ => format!("row {at}: {name} holds a value its form does not allow"),
+                    }));
+                }
+            }
+        }
         read_rows += batch.num_rows() as u64;
     }
     if read_rows != meta.rows {
@@ -476,7 +522,33 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
             meta.rows
         )));
     }
-    Ok(Checked { meta })
+    Ok(meta)
+}
+
+/// What a text column of a drop may hold.
+enum Allowed {
+    /// Exactly the drop's period (never null).
+    Period,
+    /// One of these codes, or null.
+    Codes(&'static [&'static str]),
+    /// An ISO 3166-1 alpha-3 code, or null.
+    Nationality,
+}
+
+/// For each column after the keys: what it may hold (`None`: anything of
+/// its type, as for booleans).
+fn allowed_values(form: Form) -> Vec<Option<Allowed>> {
+    let mut out = vec![Some(Allowed::Period), Some(Allowed::Codes(&AGE_BANDS))];
+    for c in form.schema().kept_columns() {
+        out.push(match c.role {
+            Role::YesNo => None,
+            Role::Nationality => Some(Allowed::Nationality),
+            _ => Some(Allowed::Codes(
+                &code_list(c.codes.as_deref().expect("coded columns name a list")).codes,
+            )),
+        });
+    }
+    out
 }
 
 /// Whether a string has the shape of a key fingerprint.

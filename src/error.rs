@@ -19,6 +19,10 @@ pub enum Error {
     /// The input data was refused; the message says what to fix (exit code 1).
     #[error("{0}")]
     Refused(String),
+    /// The store is in use by another command, and waiting was not wanted
+    /// (exit code 1).
+    #[error("{0}")]
+    Busy(String),
     /// A drop file failed verification (exit code 1).
     #[error("{path}: {reason}")]
     BadDrop {

@@ -11,6 +11,7 @@ pub mod key;
 pub mod pseudonymise;
 pub mod raw;
 pub mod schema;
+pub mod store;
 pub mod synth;
 pub mod template;
 

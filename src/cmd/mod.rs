@@ -3,8 +3,10 @@
 mod check;
 mod demo;
 mod fingerprint;
+mod ingest;
 mod keygen;
 mod pseudonymise;
+mod store;
 mod template;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ enum Command {
     Fingerprint(fingerprint::Args),
     Pseudonymise(pseudonymise::Args),
     Check(check::Args),
+    Ingest(ingest::Args),
+    Store(store::Args),
     Demo(demo::Args),
 }
 
@@ -41,6 +45,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Fingerprint(a) => fingerprint::run(a),
         Command::Pseudonymise(a) => pseudonymise::run(a),
         Command::Check(a) => check::run(a),
+        Command::Ingest(a) => ingest::run(a),
+        Command::Store(a) => store::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }
