@@ -5,4 +5,5 @@ mod cli;
 mod leak;
 mod normalisation;
 mod properties;
+mod store;
 mod util;

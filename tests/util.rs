@@ -190,3 +190,115 @@ impl DropData {
         a.is_valid(row).then(|| a.value(row))
     }
 }
+
+/// Rewrites a drop to `dst` with its metadata (full keys, `safetally.`
+/// prefix included) and its batch edited: for making drops that lie.
+pub fn rewrite_drop(
+    src: &Path,
+    dst: &Path,
+    edit_meta: impl FnOnce(&mut BTreeMap<String, String>),
+    edit_batch: impl FnOnce(RecordBatch) -> RecordBatch,
+) {
+    use parquet::file::metadata::KeyValue;
+    let d = DropData::read(src);
+    let mut meta = d.meta.clone();
+    edit_meta(&mut meta);
+    let batch = edit_batch(d.batch);
+    let kv: Vec<KeyValue> = meta
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(kv))
+        .build();
+    let f = std::fs::File::create(dst).unwrap();
+    let mut wr = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
+    wr.write(&batch).unwrap();
+    wr.close().unwrap();
+}
+
+/// A task force in a temporary folder: a key (`key` in the folder, and in
+/// memory) and drops made in-process with the library.
+pub struct Fleet {
+    pub w: World,
+    pub key: safetally::key::TaskForceKey,
+}
+
+impl Fleet {
+    pub fn new() -> Self {
+        let w = World::new();
+        let key = safetally::key::TaskForceKey::generate().unwrap();
+        key.write_new(&w.path("key")).unwrap();
+        Fleet { w, key }
+    }
+
+    /// A screening drop for `org` and `period` with `rows` people, made
+    /// in `made/TAG/`; `tag` also varies the case references.
+    pub fn drop(&self, org: &str, period: &str, rows: usize, tag: &str) -> PathBuf {
+        use safetally::pseudonymise::Period;
+        use safetally::pseudonymise::files::Job;
+        let p: Period = period.parse().unwrap();
+        let day = p.first_day().format("%Y-%m-%d").to_string();
+        let mut csv = screening_header() + "\n";
+        for i in 0..rows {
+            let case = format!("{tag}-{org}-{i}");
+            let family = format!("Family{i}");
+            csv.push_str(&screening_row(&[
+                ("case_ref", &case),
+                ("screening_date", &day),
+                ("family_name", &family),
+                ("given_name", "Ana"),
+                ("date_of_birth", "1991"),
+                ("sex", "f"),
+                ("nationality", "IDN"),
+                ("outcome", "pending"),
+            ]));
+            csv.push('\n');
+        }
+        let raw = self.w.write(&format!("raw/{tag}/{org}_{period}.csv"), csv);
+        let job = Job {
+            form: safetally::schema::Form::Screening,
+            org: org.to_string(),
+            period: p,
+            out_dir: self.w.path(&format!("made/{tag}")),
+            allow_rejects: false,
+            force: false,
+            inputs: vec![raw],
+            today: chrono::Utc::now().date_naive(),
+        };
+        job.run(&self.key)
+            .unwrap()
+            .drop
+            .expect("a valid file makes a drop")
+    }
+}
+
+/// The ledger's entries as JSON values.
+pub fn ledger(store: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(store.join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every file under a folder, relative, sorted, with its bytes.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = format!("{rel}{}", e.file_name().to_string_lossy());
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &format!("{name}/"), out);
+            } else {
+                out.push((name, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out);
+    out.sort();
+    out
+}

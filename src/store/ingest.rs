@@ -24,7 +24,7 @@ use crate::drop::{DropMeta, Refusal, inspect, sync_dir};
 use crate::error::{Error, Result};
 
 /// Drops verified and filed per ledger append.
-const GROUP: usize = 64;
+const GROUP: usize = 32;
 /// Threads that write and sync files at once.
 const SYNC_THREADS: usize = 16;
 

@@ -119,10 +119,12 @@ pub struct Filed {
     pub received: String,
     /// Ledger sequence number of its filing.
     pub seq: u64,
-    /// Rows and rows rejected at the NGO.
+    /// Rows in the drop.
     pub rows: u64,
     /// Rows rejected at the NGO.
     pub rejected_rows: u64,
+    /// The key fingerprint the ledger records.
+    pub fingerprint: String,
     /// Marked superseded in the ledger.
     pub superseded: bool,
 }
@@ -184,6 +186,7 @@ impl State {
                         seq: e.seq,
                         rows: e.rows.unwrap_or(0),
                         rejected_rows: e.rejected_rows.unwrap_or(0),
+                        fingerprint: e.fingerprint.clone().unwrap_or_default(),
                         superseded: e.outcome == Outcome::Superseded,
                     },
                 );

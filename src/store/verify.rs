@@ -7,8 +7,10 @@ use sha2::{Digest, Sha256};
 
 use super::ingest::{filed_path, files_under_drops, resolve};
 use super::ledger::LEDGER_FILE;
-use super::{Store, TMP_DIR};
+use super::{Filed, Store, TMP_DIR};
+use crate::drop::{DropMeta, Refusal, inspect};
 use crate::error::Result;
+use bytes::Bytes;
 
 /// What `store verify` found.
 #[derive(Debug, Default)]
@@ -55,13 +57,16 @@ pub fn verify(store: &Store) -> Result<Verified> {
                 Err(e) => Some(format!("{} cannot be read: {e}", f.path)),
                 Ok(data) => {
                     let actual = hex::encode(Sha256::digest(&data));
-                    (actual != **sha).then(|| {
-                        format!(
+                    if actual != **sha {
+                        return Some(format!(
                             "{} has changed since it was filed (ledger entry {}): its SHA-256 \
                              is now {actual}; restore it from a backup",
                             f.path, f.seq
-                        )
-                    })
+                        ));
+                    }
+                    // The bytes are those filed: the ledger must say what
+                    // they say.
+                    agrees(f, inspect(Bytes::from(data)))
                 }
             }
         })
@@ -107,5 +112,47 @@ pub fn verify(store: &Store) -> Result<Verified> {
         filed: state.filed.len(),
         current: current.len(),
         epoch: state.epoch().map(|(n, fp)| (n, fp.to_string())),
+    })
+}
+
+/// Whether a filed drop's ledger entry agrees with the drop's metadata.
+fn agrees(f: &Filed, inspected: std::result::Result<DropMeta, Refusal>) -> Option<String> {
+    let m = match inspected {
+        Ok(m) => m,
+        Err(r) => {
+            return Some(format!(
+                "{} (ledger entry {}) no longer passes the drop check: {}",
+                f.path, f.seq, r.reason
+            ));
+        }
+    };
+    let fields = [
+        ("form", f.slot.form.clone(), m.form.code().to_string()),
+        ("org", f.slot.org.clone(), m.org.clone()),
+        ("period", f.slot.period.clone(), m.period.to_string()),
+        ("rows", f.rows.to_string(), m.rows.to_string()),
+        (
+            "rejected_rows",
+            f.rejected_rows.to_string(),
+            m.rejected_rows.to_string(),
+        ),
+        (
+            "fingerprint",
+            f.fingerprint.clone(),
+            m.key_fingerprint.clone(),
+        ),
+        ("created", f.created.clone(), m.created.clone()),
+    ];
+    let wrong: Vec<String> = fields
+        .iter()
+        .filter(|(_, ledger, drop)| ledger != drop)
+        .map(|(name, ledger, drop)| format!("{name} {ledger} but the drop says {drop}"))
+        .collect();
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "ledger entry {} says {} (the ledger was edited)",
+            f.seq,
+            wrong.join(", ")
+        )
     })
 }
