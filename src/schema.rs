@@ -14,7 +14,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// One of the task force's two forms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Form {
     /// Preliminary Assessment Form, filled in by NGO staff.
     Screening,

@@ -347,7 +347,8 @@ fn status_shows_who_sent_what_and_the_chase_list() {
     let f = Fleet::new();
     f.w.write(
         "members.toml",
-        "[members]\nNGO01 = \"Harbour Light\"\nNGO02 = \"Second Shelter\"\nNGO03 = \"Third Way\"\n",
+        "[members]\nNGO01 = \"Harbour Light\"\nNGO02 = \"Second Shelter\"\nNGO03 = \"Third Way\"\n\
+         NGO04 = { name = \"Fourth\", forms = [\"self_assessment\"] }\n",
     );
     init(&f, &["--members", "members.toml"]);
     let drops = [
@@ -397,6 +398,8 @@ fn status_shows_who_sent_what_and_the_chase_list() {
         ]
     );
     assert_eq!(m["orgs"][2]["name"], "Third Way");
+    // NGO04 sends only self-assessments: not in the screening matrix.
+    assert_eq!(m["orgs"].as_array().unwrap().len(), 3);
     assert_eq!(m["sent"], 5);
     let missing: Vec<String> = m["missing"]
         .as_array()

@@ -4,12 +4,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use safetally::demo::{make_drops, members_toml};
+use safetally::drop::write_text_atomically;
 use safetally::key::TaskForceKey;
-use safetally::pseudonymise::files::Job;
-use safetally::synth::{PilotSpec, generate};
+use safetally::store::Store;
+use safetally::store::ingest::ingest;
+use safetally::store::ledger::Outcome;
+use safetally::synth::PilotSpec;
 
 /// Make a key and synthetic data for 27 NGOs (Aug 2017 - Jun 2018), then
-/// pseudonymise every file into drops.
+/// pseudonymise every file into drops, and ingest them into a store.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Folder for the demo (created; must be empty or absent).
@@ -43,53 +47,30 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ..PilotSpec::default()
     };
     let raw_dir = dir.join("raw");
-    let generated = generate(&spec, &raw_dir)?;
+    let drops_dir = dir.join("drops");
     eprintln!(
-        "made a task-force key ({}) and {} raw files for {} NGOs in {}",
+        "made a task-force key ({}); writing raw files for {} NGOs in {}",
         key.fingerprint(),
-        generated.files.len(),
         spec.orgs,
         raw_dir.display()
     );
-
-    let drops = dir.join("drops");
-    let bar = ProgressBar::new(generated.files.len() as u64).with_style(
+    let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("pseudonymising {bar:40} {pos}/{len} {msg}")
             .expect("valid template"),
     );
-    let today = chrono::Utc::now().date_naive();
-    let (mut rows, mut rejected) = (0, 0);
-    for f in &generated.files {
-        bar.set_message(f.path.display().to_string());
-        let job = Job {
-            form: f.form,
-            org: f.org.clone(),
-            period: f.period,
-            out_dir: drops.clone(),
-            allow_rejects: false,
-            force: false,
-            inputs: vec![raw_dir.join(&f.path)],
-            today,
-        };
-        let outcome = job.run(&key)?;
-        if outcome.drop.is_none() {
-            anyhow::bail!(
-                "{} was refused ({} rows rejected): the demo data should be valid",
-                f.path.display(),
-                outcome.rejected_rows
-            );
-        }
-        rows += outcome.rows;
-        rejected += outcome.rejected_rows;
+    let made = make_drops(&spec, &key, &raw_dir, &drops_dir, |total, path| {
+        bar.set_length(total as u64);
+        bar.set_message(path.display().to_string());
         bar.inc(1);
-    }
+    })?;
     bar.finish_and_clear();
-    let t = &generated.truth;
+    let t = &made.generated.truth;
     println!(
-        "pseudonymised {} files into {} drops in {} ({rows} rows, {rejected} rejected)",
-        generated.files.len(),
-        generated.files.len(),
-        drops.display()
+        "pseudonymised {} raw files into {} drops in {} ({} rows, none rejected)",
+        made.generated.files.len(),
+        made.drops.len(),
+        drops_dir.display(),
+        made.rows
     );
     println!(
         "screening: {} records of {} people from {} NGOs, {} identified; \
@@ -101,11 +82,44 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         t.self_assessment_records,
         t.respondents
     );
+
+    // The secretariat's side: a store with the member list and the key's
+    // fingerprint, and every drop ingested.
+    let members = dir.join("members.toml");
+    write_text_atomically(&members, &members_toml(&made.generated))?;
+    let store_dir = dir.join("store");
+    let store = Store::init(&store_dir, Some(&members), Some(&key.fingerprint()))?;
+    let _lock = store.lock("demo", false)?;
+    let bar = ProgressBar::new(made.drops.len() as u64).with_style(
+        ProgressStyle::with_template("ingesting {bar:40} {pos}/{len}").expect("valid template"),
+    );
+    let offered = ingest(&store, &made.drops, |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    let accepted = offered
+        .iter()
+        .filter(|o| o.entry.outcome == Outcome::Accepted)
+        .count();
+    if accepted != made.drops.len() {
+        anyhow::bail!(
+            "only {accepted} of {} drops were accepted: see {}",
+            made.drops.len(),
+            store.ledger_path().display()
+        );
+    }
     println!(
-        "no name, birth date or passport number left the raw files: check a drop with\n  \
-         safetally check --key {} {}/*.parquet",
+        "ingested {accepted} drops into the store {} (ledger: {})",
+        store_dir.display(),
+        store.ledger_path().display()
+    );
+    println!(
+        "no name, birth date or passport number left the raw files. Next:\n  \
+         safetally check --key {} {}/*.parquet\n  \
+         safetally store status {}\n  \
+         safetally store verify {}",
         key_path.display(),
-        drops.display()
+        drops_dir.display(),
+        store_dir.display(),
+        store_dir.display()
     );
     Ok(0)
 }

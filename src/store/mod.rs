@@ -31,6 +31,7 @@ use serde::Deserialize;
 use crate::drop::{is_fingerprint, write_text_atomically};
 use crate::error::{Error, Result};
 use crate::pseudonymise::parse_org;
+use crate::schema::Form;
 pub use ingest::{Offered, recover};
 use ledger::{Entry, LEDGER_FILE, Ledger, Outcome};
 
@@ -53,12 +54,51 @@ pub struct Store {
     root: PathBuf,
 }
 
-/// The member list: org code to display name.
+/// The member list: org code to display name, and optionally the forms
+/// the NGO sends (all forms when not given).
+///
+/// ```toml
+/// [members]
+/// NGO01 = "Harbour Light"
+/// NGO05 = { name = "Second Shelter", forms = ["screening"] }
+/// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Members {
-    /// `NGO07 = "Harbour Light"`.
-    pub members: BTreeMap<String, String>,
+    /// By org code.
+    pub members: BTreeMap<String, Member>,
+}
+
+/// One member organisation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Member {
+    /// Just the display name: the NGO sends every form.
+    Name(String),
+    /// The display name and the forms it sends.
+    Full {
+        /// Display name.
+        name: String,
+        /// Form codes the NGO sends each month.
+        forms: Vec<Form>,
+    },
+}
+
+impl Member {
+    /// The display name.
+    pub fn name(&self) -> &str {
+        match self {
+            Member::Name(n) | Member::Full { name: n, .. } => n,
+        }
+    }
+
+    /// Whether the NGO is expected to send this form.
+    pub fn sends(&self, form: Form) -> bool {
+        match self {
+            Member::Name(_) => true,
+            Member::Full { forms, .. } => forms.contains(&form),
+        }
+    }
 }
 
 impl Members {
@@ -69,9 +109,10 @@ impl Members {
         let members: Members = toml::from_str(&text).map_err(|e| {
             Error::Usage(format!(
                 "{} is not a member list: {}. Write one line per NGO under [members], \
-                 like NGO07 = \"Harbour Light\"",
+                 like NGO07 = \"Harbour Light\" or \
+                 NGO07 = {{ name = \"Harbour Light\", forms = [\"screening\"] }}",
                 path.display(),
-                e.message()
+                e.message().trim()
             ))
         })?;
         for code in members.members.keys() {

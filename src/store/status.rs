@@ -35,7 +35,8 @@ pub struct OrgRow {
     /// Display name from the member list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Whether the org is on the member list (always true without one).
+    /// Whether the org is expected to send this form: on the member list
+    /// for it (always true without a list). Gaps are chased only for these.
     pub member: bool,
     /// One cell per period.
     pub cells: Vec<Cell>,
@@ -129,24 +130,30 @@ pub fn matrix(
         }
     }
     let mut orgs: Vec<(String, Option<String>, bool)> = Vec::new();
+    // Members that send this form; then any other org seen for it (a
+    // member that sent a form it is not listed for, or an org not on the
+    // list), whose gaps are not chased.
     if let Some(m) = members {
         orgs.extend(
             m.members
                 .iter()
-                .map(|(c, n)| (c.clone(), Some(n.clone()), true)),
+                .filter(|(_, m)| m.sends(form))
+                .map(|(c, m)| (c.clone(), Some(m.name().to_string()), true)),
         );
     }
+    let listed: BTreeSet<String> = orgs.iter().map(|(c, _, _)| c.clone()).collect();
     let others: BTreeSet<&str> = versions
         .keys()
         .map(|s| s.org.as_str())
         .chain(refused.keys().map(|s| s.org.as_str()))
-        .filter(|o| members.is_none_or(|m| !m.members.contains_key(*o)))
+        .filter(|o| !listed.contains(*o))
         .collect();
-    orgs.extend(
-        others
-            .into_iter()
-            .map(|o| (o.to_string(), None, members.is_none())),
-    );
+    orgs.extend(others.into_iter().map(|o| {
+        let name = members
+            .and_then(|m| m.members.get(o))
+            .map(|m| m.name().to_string());
+        (o.to_string(), name, members.is_none())
+    }));
     let mut sent = 0;
     let mut missing = Vec::new();
     let rows = orgs
@@ -267,7 +274,11 @@ impl Matrix {
                 let _ = write!(s, " {text:>7}");
             }
             if !o.member {
-                s.push_str("   (not on the member list)");
+                s.push_str(if o.name.is_some() {
+                    "   (not listed as sending this form)"
+                } else {
+                    "   (not on the member list)"
+                });
             }
             s.push('\n');
         }
