@@ -221,6 +221,20 @@ fn no_identity_value_reaches_any_output_of_the_demo() {
         ("rejects stdout".into(), rejected.stdout.clone()),
         ("rejects stderr".into(), rejected.stderr.clone()),
     ];
+    // The secretariat's side: the ledger, the member list and what the
+    // store commands print.
+    for file in ["demo/store/ledger.jsonl", "demo/members.toml"] {
+        outputs.push((file.into(), std::fs::read_to_string(w.path(file)).unwrap()));
+    }
+    for args in [
+        &["store", "status", "demo/store"][..],
+        &["store", "status", "demo/store", "--json"],
+        &["store", "verify", "demo/store"],
+    ] {
+        let r = w.run(args);
+        r.ok();
+        outputs.push((args.join(" "), r.stdout + &r.stderr));
+    }
     let reports = files_under(&w.path("bad"), ".rejects.csv");
     assert_eq!(reports.len(), 1);
     for r in &reports {
@@ -229,8 +243,9 @@ fn no_identity_value_reaches_any_output_of_the_demo() {
     let drops: Vec<PathBuf> = files_under(&w.path("demo/drops"), ".parquet")
         .into_iter()
         .chain(files_under(&w.path("bad"), ".parquet"))
+        .chain(files_under(&w.path("demo/store"), ".parquet"))
         .collect();
-    assert!(drops.len() > 300);
+    assert!(drops.len() > 600);
     for d in &drops {
         outputs.push((d.display().to_string(), drop_texts(d).join("\n")));
         assert_eq!(binary_leaks(d, &values), 0, "{}", d.display());
