@@ -11,6 +11,7 @@ pub mod error;
 pub mod key;
 pub mod pseudonymise;
 pub mod raw;
+pub mod report;
 pub mod schema;
 pub mod store;
 pub mod synth;

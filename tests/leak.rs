@@ -221,9 +221,19 @@ fn no_identity_value_reaches_any_output_of_the_demo() {
         ("rejects stdout".into(), rejected.stdout.clone()),
         ("rejects stderr".into(), rejected.stderr.clone()),
     ];
-    // The secretariat's side: the ledger, the member list and what the
-    // store commands print.
-    for file in ["demo/store/ledger.jsonl", "demo/members.toml"] {
+    // The secretariat's side: the ledger, the member list, the report and
+    // what the store commands print.
+    for t in files_under(&w.path("demo/report/tables"), ".csv") {
+        outputs.push((t.display().to_string(), std::fs::read_to_string(&t).unwrap()));
+    }
+    for file in [
+        "demo/store/ledger.jsonl",
+        "demo/members.toml",
+        "demo/report/report.md",
+        "demo/report/report.html",
+        "demo/report/summary.json",
+        "demo/report/manifest.json",
+    ] {
         outputs.push((file.into(), std::fs::read_to_string(w.path(file)).unwrap()));
     }
     for args in [

@@ -6,5 +6,6 @@ mod faults;
 mod leak;
 mod normalisation;
 mod properties;
+mod report;
 mod store;
 mod util;

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use safetally::schema::Form;
 
 /// One test's world: a temporary folder and the safetally binary.
 pub struct World {
@@ -235,29 +236,66 @@ impl Fleet {
     /// A screening drop for `org` and `period` with `rows` people, made
     /// in `made/TAG/`; `tag` also varies the case references.
     pub fn drop(&self, org: &str, period: &str, rows: usize, tag: &str) -> PathBuf {
+        let day = format!("{period}-01");
+        let rows: Vec<Vec<(String, String)>> = (0..rows)
+            .map(|i| {
+                [
+                    ("case_ref", format!("{tag}-{org}-{i}")),
+                    ("screening_date", day.clone()),
+                    ("family_name", format!("Family{i}")),
+                    ("given_name", "Ana".into()),
+                    ("date_of_birth", "1991".into()),
+                    ("sex", "f".into()),
+                    ("nationality", "IDN".into()),
+                    ("outcome", "pending".into()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+            })
+            .collect();
+        self.drop_of(Form::Screening, org, period, tag, &rows)
+    }
+
+    /// A drop of `form` from rows given as (column, value) pairs; other
+    /// columns blank. Made in `made/TAG/`.
+    pub fn drop_of(
+        &self,
+        form: Form,
+        org: &str,
+        period: &str,
+        tag: &str,
+        rows: &[Vec<(String, String)>],
+    ) -> PathBuf {
         use safetally::pseudonymise::Period;
         use safetally::pseudonymise::files::Job;
         let p: Period = period.parse().unwrap();
-        let day = p.first_day().format("%Y-%m-%d").to_string();
-        let mut csv = screening_header() + "\n";
-        for i in 0..rows {
-            let case = format!("{tag}-{org}-{i}");
-            let family = format!("Family{i}");
-            csv.push_str(&screening_row(&[
-                ("case_ref", &case),
-                ("screening_date", &day),
-                ("family_name", &family),
-                ("given_name", "Ana"),
-                ("date_of_birth", "1991"),
-                ("sex", "f"),
-                ("nationality", "IDN"),
-                ("outcome", "pending"),
-            ]));
+        let columns = &form.schema().columns;
+        let mut csv = columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n";
+        for r in rows {
+            let line: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    r.iter()
+                        .find(|(k, _)| *k == c.name)
+                        .map(|(_, v)| csv_quote(v))
+                        .unwrap_or_default()
+                })
+                .collect();
+            csv.push_str(&line.join(","));
             csv.push('\n');
         }
-        let raw = self.w.write(&format!("raw/{tag}/{org}_{period}.csv"), csv);
+        let raw = self.w.write(
+            &format!("raw/{tag}/{}_{org}_{period}.csv", form.code()),
+            csv,
+        );
         let job = Job {
-            form: safetally::schema::Form::Screening,
+            form,
             org: org.to_string(),
             period: p,
             out_dir: self.w.path(&format!("made/{tag}")),

@@ -7,13 +7,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use safetally::demo::{make_drops, members_toml};
 use safetally::drop::write_text_atomically;
 use safetally::key::TaskForceKey;
+use safetally::report::output::{headlines, write};
+use safetally::report::{Config, build};
 use safetally::store::Store;
 use safetally::store::ingest::ingest;
 use safetally::store::ledger::Outcome;
 use safetally::synth::PilotSpec;
 
 /// Make a key and synthetic data for 27 NGOs (Aug 2017 - Jun 2018), then
-/// pseudonymise every file into drops, and ingest them into a store.
+/// pseudonymise every file into drops, ingest them into a store, and make
+/// the report.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Folder for the demo (created; must be empty or absent).
@@ -89,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     write_text_atomically(&members, &members_toml(&made.generated))?;
     let store_dir = dir.join("store");
     let store = Store::init(&store_dir, Some(&members), Some(&key.fingerprint()))?;
-    let _lock = store.lock("demo", false)?;
+    let lock = store.lock("demo", false)?;
     let bar = ProgressBar::new(made.drops.len() as u64).with_style(
         ProgressStyle::with_template("ingesting {bar:40} {pos}/{len}").expect("valid template"),
     );
@@ -110,6 +113,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         "ingested {accepted} drops into the store {} (ledger: {})",
         store_dir.display(),
         store.ledger_path().display()
+    );
+    drop(lock);
+
+    // The report over the whole pilot.
+    let report = build(&store, spec.from, spec.to, Config::default())?;
+    let report_dir = dir.join("report");
+    write(&report, &report_dir, false)?;
+    println!();
+    for h in headlines(&report) {
+        println!("{h}");
+    }
+    println!();
+    println!(
+        "the report is in {}: open report.html in a browser; report.md, summary.json, \
+         tables/ and manifest.json are beside it",
+        report_dir.display()
     );
     println!(
         "no name, birth date or passport number left the raw files. Next:\n  \

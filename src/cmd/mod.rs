@@ -6,6 +6,7 @@ mod fingerprint;
 mod ingest;
 mod keygen;
 mod pseudonymise;
+mod report;
 mod store;
 mod template;
 
@@ -33,6 +34,7 @@ enum Command {
     Check(check::Args),
     Ingest(ingest::Args),
     Store(store::Args),
+    Report(report::Args),
     Demo(demo::Args),
 }
 
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(a) => check::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Store(a) => store::run(a),
+        Command::Report(a) => report::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }

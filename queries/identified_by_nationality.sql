@@ -1,0 +1,8 @@
+-- title: Persons identified as victims of trafficking, by nationality
+-- dimensions: nationality
+-- counts: distinct persons screened in the window and identified as victims of trafficking
+-- order: 22
+SELECT nationality, count(*) AS count
+FROM screening_persons
+WHERE outcome = 'identified'
+GROUP BY nationality

@@ -1,0 +1,8 @@
+-- title: Persons identified as victims of trafficking, by sex
+-- dimensions: sex
+-- counts: distinct persons screened in the window and identified as victims of trafficking
+-- order: 20
+SELECT sex, count(*) AS count
+FROM screening_persons
+WHERE outcome = 'identified'
+GROUP BY sex

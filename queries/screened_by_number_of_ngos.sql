@@ -1,0 +1,9 @@
+-- title: Persons screened, by the number of NGOs that screened them
+-- dimensions: ngos
+-- counts: distinct persons screened in the window, by how many member NGOs screened them (more than one: seen by several NGOs)
+-- percent: ngos
+-- order: 31
+SELECT CASE WHEN organisations >= 3 THEN '3 or more' ELSE CAST(organisations AS VARCHAR) END AS ngos,
+       count(*) AS count
+FROM screening_persons
+GROUP BY 1

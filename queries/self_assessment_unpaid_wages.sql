@@ -1,0 +1,8 @@
+-- title: Self-assessment respondents: Had wages withheld or unpaid, by nationality
+-- dimensions: nationality, unpaid_wages
+-- counts: distinct respondents to the self-assessment in the window (anonymous responses count once each), by nationality and answer
+-- percent: unpaid_wages
+-- order: 44
+SELECT nationality, unpaid_wages, count(*) AS count
+FROM self_assessment_persons
+GROUP BY nationality, unpaid_wages

@@ -1,0 +1,56 @@
+//! `safetally report`: link, count, suppress and publish a window.
+
+use std::path::PathBuf;
+
+use safetally::pseudonymise::Period;
+use safetally::report::output::{headlines, write};
+use safetally::report::{Config, build};
+use safetally::store::Store;
+
+/// Link the store's drops of a window into persons and write the report:
+/// tables, summary, report.md, report.html and manifest.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store.
+    #[arg(long, value_name = "DIR")]
+    store: PathBuf,
+    /// First month of the window.
+    #[arg(long, value_name = "YYYY-MM")]
+    from: Period,
+    /// Last month of the window.
+    #[arg(long, value_name = "YYYY-MM")]
+    to: Period,
+    /// Folder for the report (new, or empty).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Settings (TOML): title, min_count, min_denominator, publish_zeros,
+    /// queries (a folder of extra .sql figures).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Replace the report folder if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let store = Store::open(&args.store)?;
+    let config = match &args.config {
+        Some(p) => Config::read(p)?,
+        None => Config::default(),
+    };
+    let report = build(&store, args.from, args.to, config)?;
+    let out = write(&report, &args.out, args.force)?;
+    for h in headlines(&report) {
+        println!("{h}");
+    }
+    println!(
+        "report for {} to {} ({} drops, {} tables) in {}: report.html, report.md, \
+         summary.json, tables/, manifest.json",
+        report.from,
+        report.to,
+        report.inputs.len(),
+        report.tables.len(),
+        out.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,194 @@
+//! The report: the store's drops of a window, linked into persons, counted
+//! by the SQL files of `queries/`, with small counts suppressed, written as
+//! tables, a summary, a Markdown report and a manifest.
+//!
+//! DataFusion scans the drops as Parquet (streamed; nothing is copied
+//! first), the records are linked into persons ([`link`]), and the persons
+//! are registered as the views `screening_persons` and
+//! `self_assessment_persons` next to `screening_records` and
+//! `self_assessment_records`.
+
+pub mod disclosure;
+pub mod html;
+pub mod input;
+pub mod link;
+pub mod output;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::pseudonymise::Period;
+use crate::schema::Form;
+use crate::store::{Store, recover};
+use disclosure::Thresholds;
+use input::{InputDrop, LinkStats};
+use tables::{QuerySpec, Table};
+
+/// The report's settings (`--config FILE`, TOML); every field optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The report's title.
+    pub title: String,
+    /// Smallest count published, other than zero (default 5).
+    pub min_count: u64,
+    /// Smallest denominator of a published percentage (default 20).
+    pub min_denominator: u64,
+    /// Publish zero counts (default true).
+    pub publish_zeros: bool,
+    /// A folder of extra `.sql` figures (relative to the config file).
+    pub queries: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            title: "Anti-trafficking task force: screening and self-assessment figures".into(),
+            min_count: 5,
+            min_denominator: 20,
+            publish_zeros: true,
+            queries: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file; relative paths in it are taken from its folder.
+    pub fn read(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{} is not a report configuration: {}",
+                path.display(),
+                e.message().trim()
+            ))
+        })?;
+        if c.min_count < 1 {
+            return Err(Error::Usage(format!(
+                "{}: min_count must be at least 1",
+                path.display()
+            )));
+        }
+        if let Some(q) = &c.queries
+            && q.is_relative()
+        {
+            c.queries = Some(path.parent().unwrap_or(Path::new(".")).join(q));
+        }
+        Ok(c)
+    }
+
+    /// The thresholds part.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            min_count: self.min_count,
+            min_denominator: self.min_denominator,
+            publish_zeros: self.publish_zeros,
+        }
+    }
+}
+
+/// Everything a report is made of, before it is written.
+#[derive(Debug)]
+pub struct Report {
+    /// The settings used.
+    pub config: Config,
+    /// The window.
+    pub from: Period,
+    /// The window's last month.
+    pub to: Period,
+    /// The drops read.
+    pub inputs: Vec<InputDrop>,
+    /// The key fingerprint of the drops.
+    pub fingerprint: Option<String>,
+    /// What linking found, per form.
+    pub linkage: Vec<(Form, LinkStats)>,
+    /// The completed, suppressed tables in report order.
+    pub tables: Vec<Table>,
+    /// The store's ledger: entries and the SHA-256 of its last line.
+    pub ledger: (usize, String),
+}
+
+/// Every month from `from` to `to`.
+pub fn months(from: Period, to: Period) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = from;
+    while p <= to {
+        out.push(p.to_string());
+        p = p.next();
+    }
+    out
+}
+
+/// Builds the report of a window.
+pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<Report> {
+    if from > to {
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+    }
+    // Read what the ledger says under the lock (after repairing any
+    // interrupted ingest); the filed drops never change afterwards.
+    let state = {
+        let _lock = store.lock("report", true)?;
+        for done in recover(store)? {
+            eprintln!("recovered: {done}");
+        }
+        store.state()?
+    };
+    if let Some(p) = state.ledger.problems.first() {
+        return Err(Error::Refused(format!(
+            "the store's ledger is damaged ({p}): run `safetally store verify {}`",
+            store.root().display()
+        )));
+    }
+    let (inputs, fingerprint) = input::select(&state, from, to)?;
+    let specs = tables::load_queries(config.queries.as_deref())?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .build()
+        .map_err(|e| Error::io("cannot start the query engine", e))?;
+    let (linkage, mut tables) = runtime.block_on(run(store, &inputs, &specs, from, to))?;
+    let t = config.thresholds();
+    disclosure::primary(&mut tables, &t);
+    disclosure::percentages(&mut tables, &t);
+    Ok(Report {
+        config,
+        from,
+        to,
+        inputs,
+        fingerprint,
+        linkage,
+        tables,
+        ledger: (state.ledger.entries.len(), state.ledger.last_hash.clone()),
+    })
+}
+
+async fn run(
+    store: &Store,
+    inputs: &[InputDrop],
+    specs: &[QuerySpec],
+    from: Period,
+    to: Period,
+) -> Result<(Vec<(Form, LinkStats)>, Vec<Table>)> {
+    let config = SessionConfig::new()
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
+    let ctx = SessionContext::new_with_config(config);
+    let mut linkage = Vec::new();
+    for form in Form::ALL {
+        linkage.push((form, input::register_form(&ctx, store, inputs, form).await?));
+    }
+    let months = months(from, to);
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        out.push(tables::run_query(&ctx, spec, &months).await?);
+    }
+    Ok((linkage, out))
+}

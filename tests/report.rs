@@ -1,0 +1,355 @@
+//! The report through the binary: linkage end to end on real keys, tables
+//! with margins and suppression, queries as files, determinism, and a
+//! snapshot of report.md on a small fixed store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetally::schema::Form;
+
+use crate::util::{Fleet, tree};
+
+type Row = Vec<(String, String)>;
+
+fn row(pairs: &[(&str, &str)]) -> Row {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A screening row of a person.
+fn screened(case: &str, date: &str, person: &[(&str, &str)], outcome: &str) -> Row {
+    let mut r = row(&[
+        ("case_ref", case),
+        ("screening_date", date),
+        ("outcome", outcome),
+    ]);
+    r.extend(row(person));
+    r
+}
+
+/// A table's CSV as rows of (labels joined by '/', count, flag, percent).
+fn table(dir: &Path, name: &str) -> BTreeMap<String, (String, String, String)> {
+    let text = std::fs::read_to_string(dir.join(format!("tables/{name}.csv"))).unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let count_at = headers.iter().position(|h| h == "count").unwrap();
+    let mut out = BTreeMap::new();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        let labels: Vec<&str> = (0..count_at).map(|i| &rec[i]).collect();
+        out.insert(
+            labels.join("/"),
+            (
+                rec[count_at].to_string(),
+                rec[count_at + 1].to_string(),
+                rec.get(count_at + 2).unwrap_or("").to_string(),
+            ),
+        );
+    }
+    out
+}
+
+fn count(t: &BTreeMap<String, (String, String, String)>, key: &str) -> String {
+    t.get(key)
+        .unwrap_or_else(|| panic!("no row {key} in {t:?}"))
+        .0
+        .clone()
+}
+
+/// The people of the linkage tests, one store.
+fn linkage_store() -> Fleet {
+    let f = Fleet::new();
+    let ana = [
+        ("family_name", "Santos"),
+        ("given_name", "Ana Maria"),
+        ("date_of_birth", "1990-02-03"),
+        ("nationality", "PHL"),
+    ];
+    // A chain: NGO01 has only the passport, NGO02 passport and name,
+    // NGO03 only the name (written differently): one person, three NGOs.
+    let chain_01 = [("passport_number", "P1111111"), ("nationality", "PHL")];
+    let mut chain_02 = ana.to_vec();
+    chain_02.push(("passport_number", "p111-1111"));
+    let chain_03 = [
+        ("family_name", "ANA MARIA"),
+        ("given_name", "santos"),
+        ("date_of_birth", "03/02/1990"),
+    ];
+    // The same passport number from two countries: two people.
+    let idn = [("passport_number", "X7777777"), ("nationality", "IDN")];
+    let vnm = [("passport_number", "X7777777"), ("nationality", "VNM")];
+    // The same name with other birth dates: two people.
+    let budi_a = [
+        ("family_name", "Budi"),
+        ("given_name", "Santoso"),
+        ("date_of_birth", "1985-01-01"),
+    ];
+    let budi_b = [
+        ("family_name", "Budi"),
+        ("given_name", "Santoso"),
+        ("date_of_birth", "1986-01-01"),
+    ];
+    // Conflicting outcomes: identified once, not identified later.
+    let siti = [
+        ("family_name", "Siti"),
+        ("given_name", "Aminah"),
+        ("date_of_birth", "1995-07-07"),
+        ("sex", "f"),
+    ];
+    f.drop_of(
+        Form::Screening,
+        "NGO01",
+        "2018-01",
+        "l",
+        &[
+            screened("A1", "2018-01-10", &chain_01, "pending"),
+            screened("A2", "2018-01-11", &idn, "pending"),
+            screened("A3", "2018-01-12", &budi_a, "not_identified"),
+            screened("A4", "2018-01-13", &siti, "identified"),
+            // Anonymous: no key; each counts once.
+            screened("A5", "2018-01-14", &[("sex", "m")], "pending"),
+            screened("A6", "2018-01-15", &[("sex", "m")], "pending"),
+        ],
+    );
+    f.drop_of(
+        Form::Screening,
+        "NGO02",
+        "2018-02",
+        "l",
+        &[
+            screened("B1", "2018-02-01", &chain_02, "not_identified"),
+            screened("B2", "2018-02-02", &vnm, "pending"),
+            screened("B3", "2018-02-03", &budi_b, "not_identified"),
+            screened("B4", "2018-02-04", &siti, "not_identified"),
+        ],
+    );
+    f.drop_of(
+        Form::Screening,
+        "NGO03",
+        "2018-03",
+        "l",
+        &[screened("C1", "2018-03-01", &chain_03, "identified")],
+    );
+    // Self-assessments: two anonymous, one person answering twice.
+    let answer = |r: &str, date: &str, who: &[(&str, &str)], fear: &str| {
+        let mut x = row(&[
+            ("response_ref", r),
+            ("response_date", date),
+            ("fear_of_consequences", fear),
+            ("nationality", "IDN"),
+        ]);
+        x.extend(row(who));
+        x
+    };
+    let dewi = [
+        ("family_name", "Dewi"),
+        ("given_name", "Lestari"),
+        ("date_of_birth", "1992-04-04"),
+    ];
+    f.drop_of(
+        Form::SelfAssessment,
+        "NGO01",
+        "2018-01",
+        "l",
+        &[
+            answer("S1", "2018-01-20", &[], "yes"),
+            answer("S2", "2018-01-21", &[], "no"),
+            answer("S3", "2018-01-22", &dewi, "yes"),
+        ],
+    );
+    f.drop_of(
+        Form::SelfAssessment,
+        "NGO02",
+        "2018-02",
+        "l",
+        &[answer("T1", "2018-02-20", &dewi, "yes")],
+    );
+    f.w.run(&["store", "init", "store"]).ok();
+    f.w.run(&["ingest", "--store", "store", "made/l"]).ok();
+    f
+}
+
+fn report(f: &Fleet, out: &str, extra: &[&str]) -> crate::util::Run {
+    let mut args = vec![
+        "report", "--store", "store", "--from", "2018-01", "--to", "2018-03", "--out", out,
+    ];
+    args.extend(extra);
+    f.w.run(&args)
+}
+
+/// A config that publishes every count, to see the linkage itself.
+fn no_suppression(f: &Fleet) {
+    f.w.write("open.toml", "min_count = 1\nmin_denominator = 1\n");
+}
+
+#[test]
+fn linkage_joins_chains_across_ngos_and_keeps_apart_what_differs() {
+    let f = linkage_store();
+    no_suppression(&f);
+    report(&f, "r", &["--config", "open.toml"]).ok();
+    let r = f.w.path("r");
+    let funnel = table(&r, "screening_funnel");
+    // 11 records: the chain (3) is one person, Siti (2) one, the two X7777777
+    // two, the two Budi two, two anonymous: 8 persons.
+    assert_eq!(count(&funnel, "Total"), "8");
+    // Identified: Siti (identified, then not) and the chain (identified last).
+    assert_eq!(count(&funnel, "identified"), "2");
+    assert_eq!(count(&funnel, "not_identified"), "2", "the two Budis");
+    assert_eq!(count(&funnel, "pending"), "4");
+    let ngos = table(&r, "screened_by_number_of_ngos");
+    assert_eq!(count(&ngos, "3 or more"), "1", "the chain");
+    assert_eq!(count(&ngos, "2"), "1", "Siti");
+    assert_eq!(count(&ngos, "1"), "6");
+    let first = table(&r, "screened_by_first_month");
+    assert_eq!(count(&first, "2018-01"), "6");
+    assert_eq!(count(&first, "2018-02"), "2");
+    assert_eq!(count(&first, "2018-03"), "0", "zero cells are published");
+    let fear = table(&r, "self_assessment_fear_of_consequences");
+    // Two anonymous respondents, Dewi once: 3 respondents, 2 afraid.
+    assert_eq!(count(&fear, "IDN/Total"), "3");
+    assert_eq!(count(&fear, "IDN/yes"), "2");
+    assert_eq!(fear["IDN/yes"].2, "66.7");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["screening"]["persons"], 8);
+    assert_eq!(summary["screening"]["records"], 11);
+    assert_eq!(summary["screening"]["organisations"], 3);
+    assert_eq!(summary["screening"]["identified"], 2);
+    assert_eq!(summary["screening"]["identified_pct"], 25.0);
+    assert_eq!(summary["self_assessment"]["respondents"], 3);
+    assert_eq!(
+        summary["self_assessment"]["fear_of_consequences_pct"]["IDN"],
+        66.7
+    );
+}
+
+#[test]
+fn small_counts_are_suppressed_and_percentages_need_a_large_enough_total() {
+    let f = linkage_store();
+    let run = report(&f, "r", &[]);
+    run.ok();
+    let r = f.w.path("r");
+    let funnel = table(&r, "screening_funnel");
+    assert_eq!(
+        funnel["Total"],
+        ("8".into(), "".into(), "".into()),
+        "8 >= 5 is published"
+    );
+    assert_eq!(
+        funnel["identified"],
+        ("".into(), "primary".into(), "".into())
+    );
+    assert_eq!(funnel["not_identified"].1, "primary");
+    // 0 is published; the total 8 is below min_denominator 20: no %.
+    assert_eq!(funnel["Total"].2, "");
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    assert!(md.contains("| Identified | <5 |"), "{md}");
+    // The headline does not reveal a suppressed count.
+    assert!(
+        run.stdout
+            .contains("Of the 8 potential victims who underwent preliminary screening, fewer than 5 were identified"),
+        "{}",
+        run.stdout
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["screening"]["identified"].is_null());
+    assert!(summary["self_assessment"]["respondents"].is_null());
+}
+
+#[test]
+fn a_new_sql_file_is_a_new_table_and_a_bad_one_is_named() {
+    let f = linkage_store();
+    f.w.write(
+        "extra/persons_by_sex.sql",
+        "-- title: Persons screened, by sex\n-- dimensions: sex\n-- counts: distinct persons screened\n\
+         SELECT sex, count(*) AS count FROM screening_persons GROUP BY sex\n",
+    );
+    f.w.write("cfg.toml", "min_count = 1\nqueries = \"extra\"\n");
+    report(&f, "r", &["--config", "cfg.toml"]).ok();
+    let t = table(&f.w.path("r"), "persons_by_sex");
+    assert_eq!(count(&t, "female"), "1", "Siti");
+    assert_eq!(count(&t, "male"), "2");
+    assert_eq!(count(&t, "other"), "0");
+    assert_eq!(count(&t, "Total"), "8");
+    f.w.write(
+        "extra/broken.sql",
+        "-- title: Broken\n-- dimensions: sex\n-- counts: nothing\nSELECT sex FROM screening_persons\n",
+    );
+    let r = report(&f, "r2", &["--config", "cfg.toml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("broken.sql: returns the columns sex but its header promises sex, count"),
+        "{}",
+        r.stderr
+    );
+    assert!(!f.w.path("r2").exists(), "nothing is written");
+}
+
+#[test]
+fn the_same_store_and_window_give_the_same_bytes_and_report_md_matches_its_snapshot() {
+    let f = linkage_store();
+    report(&f, "a", &[]).ok();
+    report(&f, "b", &[]).ok();
+    let a = f.w.path("a");
+    let b = f.w.path("b");
+    assert_eq!(tree(&a.join("tables")), tree(&b.join("tables")));
+    for file in ["summary.json", "report.md", "report.html"] {
+        assert_eq!(
+            std::fs::read(a.join(file)).unwrap(),
+            std::fs::read(b.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["inputs"].as_array().unwrap().len(), 5);
+    assert_eq!(manifest["parameters"]["min_count"], 5);
+    // An existing report is not overwritten without --force.
+    let r = report(&f, "a", &[]);
+    assert_eq!(r.code, 2);
+    report(&f, "a", &["--force"]).ok();
+
+    let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/report_small.md");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+        std::fs::write(&snapshot, &md).unwrap();
+    }
+    let want = std::fs::read_to_string(&snapshot)
+        .expect("tests/snapshots/report_small.md (UPDATE_SNAPSHOTS=1 writes it)");
+    assert_eq!(
+        md, want,
+        "report.md changed: review, then UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[test]
+fn a_window_spanning_two_keys_is_refused() {
+    let f = Fleet::new();
+    f.drop("NGO01", "2018-01", 1, "k");
+    f.w.run(&["store", "init", "store"]).ok();
+    f.w.run(&["ingest", "--store", "store", "made/k"]).ok();
+    let other = Fleet::new();
+    let o = other.drop("NGO02", "2018-02", 1, "o");
+    other.key.write_new(&f.w.path("new.key")).unwrap();
+    f.w.run(&["store", "rotate", "store", "--key", "new.key"])
+        .ok();
+    f.w.run(&["ingest", "--store", "store", o.to_str().unwrap()])
+        .ok();
+    let r = report(&f, "r", &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("cannot be linked across keys"),
+        "{}",
+        r.stderr
+    );
+    // Each epoch's months alone are fine.
+    f.w.run(&[
+        "report", "--store", "store", "--from", "2018-02", "--to", "2018-02", "--out", "r2",
+    ])
+    .ok();
+}
