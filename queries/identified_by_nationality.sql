@@ -1,5 +1,7 @@
 -- title: Persons identified as victims of trafficking, by nationality
 -- dimensions: nationality
+-- population: persons screened
+-- where: outcome = identified
 -- counts: distinct persons screened in the window and identified as victims of trafficking
 -- order: 22
 SELECT nationality, count(*) AS count

@@ -1,5 +1,7 @@
 -- title: Persons identified as victims of trafficking, by sector of work
 -- dimensions: sector
+-- population: persons screened
+-- where: outcome = identified
 -- counts: distinct persons screened in the window and identified as victims of trafficking
 -- order: 24
 SELECT sector, count(*) AS count

@@ -1,5 +1,6 @@
 -- title: Persons screened, by month of their first screening
 -- dimensions: first_month
+-- population: persons screened
 -- counts: distinct persons screened in the window, in the month they were first screened
 -- order: 30
 SELECT first_month, count(*) AS count

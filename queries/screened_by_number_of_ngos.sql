@@ -1,5 +1,6 @@
 -- title: Persons screened, by the number of NGOs that screened them
 -- dimensions: ngos
+-- population: persons screened
 -- counts: distinct persons screened in the window, by how many member NGOs screened them (more than one: seen by several NGOs)
 -- percent: ngos
 -- order: 31

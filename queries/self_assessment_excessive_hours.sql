@@ -1,5 +1,6 @@
 -- title: Self-assessment respondents: Worked excessive hours, by nationality
 -- dimensions: nationality, excessive_hours
+-- population: self-assessment respondents
 -- counts: distinct respondents to the self-assessment in the window (anonymous responses count once each), by nationality and answer
 -- percent: excessive_hours
 -- order: 45

@@ -5,6 +5,7 @@
 //! ([`raw`]), pseudonymise ([`pseudonymise`], under a [`key`]), drops
 //! ([`drop`]), and the synthetic data that demonstrates it ([`synth`]).
 
+pub mod audit;
 pub mod demo;
 pub mod drop;
 pub mod error;

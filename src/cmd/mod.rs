@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its arguments and its `run`.
 
+mod audit;
 mod check;
 mod demo;
 mod fingerprint;
@@ -35,6 +36,7 @@ enum Command {
     Ingest(ingest::Args),
     Store(store::Args),
     Report(report::Args),
+    Audit(audit::Args),
     Demo(demo::Args),
 }
 
@@ -50,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ingest(a) => ingest::run(a),
         Command::Store(a) => store::run(a),
         Command::Report(a) => report::run(a),
+        Command::Audit(a) => audit::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }

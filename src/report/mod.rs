@@ -40,6 +40,9 @@ pub struct Config {
     pub min_denominator: u64,
     /// Publish zero counts (default true).
     pub publish_zeros: bool,
+    /// How wide the range a reader can still believe for a suppressed
+    /// count must be (default: min_count).
+    pub protection: Option<u64>,
     /// A folder of extra `.sql` figures (relative to the config file).
     pub queries: Option<PathBuf>,
 }
@@ -51,6 +54,7 @@ impl Default for Config {
             min_count: 5,
             min_denominator: 20,
             publish_zeros: true,
+            protection: None,
             queries: None,
         }
     }

@@ -346,6 +346,7 @@ pub fn manifest(report: &Report) -> Value {
             "min_count": report.config.min_count,
             "min_denominator": report.config.min_denominator,
             "publish_zeros": report.config.publish_zeros,
+            "protection": report.config.protection.unwrap_or(report.config.min_count),
             "queries_folder": report.config.queries.as_ref().map(|p| p.display().to_string()),
         },
         "versions": {
@@ -358,6 +359,13 @@ pub fn manifest(report: &Report) -> Value {
         "inputs": report.inputs,
         "queries": report.tables.iter().map(|t| json!({
             "name": t.spec.name, "source": t.spec.source, "sha256": t.spec.sha256,
+        })).collect::<Vec<_>>(),
+        "tables": report.tables.iter().map(|t| json!({
+            "name": t.spec.name,
+            "title": t.spec.title,
+            "dimensions": t.spec.dimensions,
+            "population": t.spec.population,
+            "where": t.spec.where_.iter().map(|(d, v)| json!([d, v])).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "linkage": linkage,
         "suppression": { "all": disclosure::stats(&report.tables), "tables": per_table },

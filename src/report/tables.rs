@@ -9,12 +9,21 @@
 //! -- counts: distinct persons screened in the window and identified
 //! -- percent: sex            (optional: percent of this dimension's Total)
 //! -- order: 20               (optional: place in the report)
+//! -- population: persons screened    (optional: who the grand total counts)
+//! -- where: outcome = identified     (optional: the part of it this table covers)
 //! SELECT sex, count(*) AS count FROM screening_persons WHERE ... GROUP BY sex
 //! ```
 //!
 //! The query returns the dimension columns, in the order named, then
 //! `count`: one row per cell, each person in at most one cell (so margins
 //! are sums).
+//!
+//! `population` and `where` say which cells of different tables count the
+//! same persons: a cell is its population with its `where` and its
+//! non-`Total` labels as conditions, so the `identified` cell of a table of
+//! persons screened by outcome is the grand total of a table of persons
+//! screened `where: outcome = identified`. Disclosure control needs this to
+//! see margins that tables share.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -54,6 +63,11 @@ pub struct QuerySpec {
     pub percent_of: Option<String>,
     /// Place in the report (then the name).
     pub order: i64,
+    /// Who the grand total counts (tables of one population share cells).
+    pub population: String,
+    /// Conditions every cell of the table has, as (dimension, value).
+    #[serde(rename = "where")]
+    pub where_: Vec<(String, String)>,
     /// Where it came from: `built-in` or the file's path.
     pub source: String,
     /// SHA-256 of the file's text.
@@ -117,7 +131,27 @@ pub fn parse_query(file_name: &str, text: &str, source: &str) -> Result<QuerySpe
             .map_err(|_| bad(format!("'-- order: {o}' is not a number")))?,
         None => 1000,
     };
+    let population = fields
+        .get("population")
+        .cloned()
+        .unwrap_or_else(|| format!("table {name}"));
+    let mut where_ = Vec::new();
+    if let Some(w) = fields.get("where") {
+        for part in w.split(',').filter(|p| !p.trim().is_empty()) {
+            let (d, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("'-- where: {w}' is not like 'column = value'")))?;
+            let (d, v) = (d.trim().to_string(), v.trim().to_string());
+            if dimensions.contains(&d) {
+                return Err(bad(format!("'-- where:' fixes {d}, which is also a dimension")));
+            }
+            where_.push((d, v));
+        }
+    }
+    where_.sort();
     Ok(QuerySpec {
+        population,
+        where_,
         name,
         title: get("title")?,
         dimensions,

@@ -1,0 +1,71 @@
+//! `safetally audit REPORT_DIR`: what a reader can work out of a report.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use safetally::audit::{Finding, audit, read_report};
+
+/// Check a published report as an attacker would: for every suppressed
+/// count, the range a reader who knows the method can still believe, from
+/// the published tables alone.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The report folder (with manifest.json and tables/).
+    #[arg(value_name = "REPORT_DIR")]
+    report: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let (tables, params) = read_report(&args.report)?;
+    let a = audit(&tables, &params);
+    let mut out = std::io::stdout().lock();
+    let show = |f: &Finding| {
+        let high = f.high.map_or("unbounded".to_string(), |h| h.to_string());
+        format!(
+            "{} {} [{}]: {} to {}{}",
+            if f.failure.is_some() { "FAIL" } else { "ok  " },
+            f.table,
+            f.labels.join(", "),
+            f.low,
+            high,
+            f.failure
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )
+    };
+    for d in &a.disclosed {
+        writeln!(out, "FAIL {d}")?;
+    }
+    for f in &a.cells {
+        writeln!(out, "{}", show(f))?;
+    }
+    for f in &a.sums {
+        writeln!(out, "{} (sum of {} suppressed cells)", show(f), f.cells)?;
+    }
+    let failed = a.disclosed.len()
+        + a.cells
+            .iter()
+            .chain(&a.sums)
+            .filter(|f| f.failure.is_some())
+            .count();
+    writeln!(
+        out,
+        "{} suppressed cells, {} sums checked (min_count {}, protection {}, zeros {}): {}",
+        a.cells.len() + a.disclosed.len(),
+        a.sums.len(),
+        params.min_count,
+        params.protection,
+        if params.zeros_published {
+            "published"
+        } else {
+            "suppressed"
+        },
+        if failed == 0 {
+            "PASS".to_string()
+        } else {
+            format!("FAIL ({failed} findings)")
+        }
+    )?;
+    Ok(if failed == 0 { 0 } else { 1 })
+}
