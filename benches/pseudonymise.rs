@@ -4,8 +4,9 @@
 //! Prints one table with rows per second and the ratio.
 //!
 //! Run: `cargo bench --bench pseudonymise` (ROWS=... to change the size,
-//! RUNS=... the repetitions, PEER=... another peer script, PEER=none to
-//! skip the peer: the ratio then uses PEER_SECONDS, if given).
+//! RUNS=... the repetitions, CSV=... a file to keep or reuse the input,
+//! PEER=... another peer script, PEER=none to skip the peer: the ratio then
+//! uses PEER_SECONDS, if given).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,24 +50,28 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("screening.csv");
+    // CSV=path keeps the generated input there (or reuses it when it exists)
+    // for profiling the command line on the same data.
+    let input =
+        std::env::var_os("CSV").map_or_else(|| dir.path().join("screening.csv"), PathBuf::from);
     let period = Period {
         year: 2018,
         month: 3,
     };
-    let t = Instant::now();
-    bulk_screening_csv(
-        std::io::BufWriter::new(std::fs::File::create(&input).unwrap()),
-        rows,
-        42,
-        period,
-    )
-    .unwrap();
+    if !input.exists() {
+        bulk_screening_csv(
+            std::io::BufWriter::new(std::fs::File::create(&input).unwrap()),
+            rows,
+            42,
+            period,
+        )
+        .unwrap();
+    }
     let size = std::fs::metadata(&input).unwrap().len();
     eprintln!(
-        "generated {rows} rows ({:.0} MB) in {:.1} s",
+        "input: {rows} rows ({:.0} MB), {}",
         size as f64 / 1e6,
-        t.elapsed().as_secs_f64()
+        input.display()
     );
     let key_path = dir.path().join("key");
     let key = TaskForceKey::generate().unwrap();
