@@ -170,7 +170,10 @@ pub struct CodeList {
     pub codes: Vec<&'static str>,
     /// Every accepted spelling, squashed, with its code. Lists are short:
     /// a scan without allocation beats hashing.
-    lookup: Vec<(String, &'static str)>,
+    lookup: Vec<(String, usize)>,
+    /// The spellings of at most [`SHORT`] bytes, zero-padded, for a scan
+    /// that compares whole arrays.
+    short: Vec<([u8; SHORT], usize)>,
     /// Accepted spellings per code, for docs and messages.
     pub spellings: Vec<Vec<String>>,
 }
@@ -179,6 +182,11 @@ impl CodeList {
     /// Looks a raw value up: case, spaces, `_` and `-` do not matter.
     /// Returns `None` for a value not on the list.
     pub fn lookup(&self, raw: &str) -> Option<&'static str> {
+        self.lookup_index(raw).map(|i| self.codes[i])
+    }
+
+    /// As [`lookup`](Self::lookup), the code's index in [`codes`](Self::codes).
+    pub fn lookup_index(&self, raw: &str) -> Option<usize> {
         // Fast path for short ASCII values, the usual case: squash into a
         // buffer on the stack.
         let mut buf = [0u8; 48];
@@ -189,6 +197,17 @@ impl CodeList {
                     buf[n] = b.to_ascii_lowercase();
                     n += 1;
                 }
+            }
+            // ASCII holds no zero byte here only if the value had none; a
+            // value with one matches no spelling, and must not match a
+            // shorter one through the padding.
+            if n <= SHORT && !buf[..n].contains(&0) {
+                let key: &[u8; SHORT] = buf[..SHORT].try_into().expect("SHORT <= 48");
+                return self
+                    .short
+                    .iter()
+                    .find(|(spelling, _)| spelling == key)
+                    .map(|(_, code)| *code);
             }
             let key = &buf[..n];
             return self
@@ -208,6 +227,9 @@ impl CodeList {
         self.codes.join(", ")
     }
 }
+
+/// Longest spelling compared as a padded array.
+const SHORT: usize = 24;
 
 /// Characters that do not matter when comparing codes and header names.
 fn is_separator(c: char) -> bool {
@@ -272,6 +294,7 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
                 name: name.clone(),
                 codes: Vec::new(),
                 lookup: Vec::new(),
+                short: Vec::new(),
                 spellings: Vec::new(),
             };
             let toml::Value::Table(table) = table else {
@@ -291,13 +314,19 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
                 );
                 for s in &spellings {
                     let squashed = squash(s);
+                    let index = list.codes.len() - 1;
                     assert!(
                         list.lookup
                             .iter()
-                            .all(|(k, c)| *k != squashed || *c == code),
+                            .all(|(k, c)| *k != squashed || *c == index),
                         "codes.toml: '{s}' is on two codes of list {name}"
                     );
-                    list.lookup.push((squashed, code));
+                    if squashed.len() <= SHORT && squashed.is_ascii() {
+                        let mut padded = [0u8; SHORT];
+                        padded[..squashed.len()].copy_from_slice(squashed.as_bytes());
+                        list.short.push((padded, index));
+                    }
+                    list.lookup.push((squashed, index));
                 }
                 list.spellings.push(spellings);
             }

@@ -22,6 +22,21 @@ pub fn normalise_text(raw: &str) -> String {
     if raw.is_ascii() {
         return normalise_ascii(raw);
     }
+    normalise_unicode(raw)
+}
+
+/// [`normalise_text`] into `out` (cleared first): no allocation for ASCII
+/// input once `out` has grown.
+pub fn normalise_text_into(raw: &str, out: &mut String) {
+    out.clear();
+    if raw.is_ascii() {
+        normalise_ascii_into(raw, out);
+    } else {
+        out.push_str(&normalise_unicode(raw));
+    }
+}
+
+fn normalise_unicode(raw: &str) -> String {
     let folded = caseless::default_case_fold_str(&raw.nfkd().collect::<String>());
     let mut out = String::with_capacity(folded.len());
     let mut pending_space = false;
@@ -54,6 +69,11 @@ pub fn normalise_text(raw: &str) -> String {
 
 fn normalise_ascii(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
+    normalise_ascii_into(raw, &mut out);
+    out
+}
+
+fn normalise_ascii_into(raw: &str, out: &mut String) {
     let mut pending_space = false;
     for b in raw.bytes() {
         if b == b'\'' || b == b'`' {
@@ -69,7 +89,6 @@ fn normalise_ascii(raw: &str) -> String {
             pending_space = true;
         }
     }
-    out
 }
 
 /// Diacritical marks: the combining marks of the Latin, Greek, Cyrillic,
@@ -141,33 +160,68 @@ const CONNECTORS: &[&str] = &["bin", "binte", "binti", "bte"];
 /// their field, then all tokens sorted, so neither token order nor which
 /// field holds which name matters.
 pub fn name_tokens(family: &str, given: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    field_tokens(&normalise_text(family), &mut tokens);
-    field_tokens(&normalise_text(given), &mut tokens);
-    tokens.sort_unstable();
-    tokens
+    let mut tokens = NameTokens::default();
+    tokens.set(family, given);
+    tokens.iter().map(str::to_string).collect()
 }
 
-fn field_tokens(normalised: &str, out: &mut Vec<String>) {
-    let words: Vec<&str> = normalised
+/// [`name_tokens`] with buffers kept from one person to the next.
+#[derive(Debug, Default)]
+pub struct NameTokens {
+    normalised: String,
+    text: String,
+    /// Each token's range in `text`, sorted by token.
+    tokens: Vec<(u32, u32)>,
+}
+
+impl NameTokens {
+    /// Replaces the tokens with those of this person.
+    pub fn set(&mut self, family: &str, given: &str) {
+        self.text.clear();
+        self.tokens.clear();
+        for field in [family, given] {
+            normalise_text_into(field, &mut self.normalised);
+            field_tokens(&self.normalised, &mut self.text, &mut self.tokens);
+        }
+        let text = &self.text;
+        let token = |r: &(u32, u32)| &text[r.0 as usize..r.1 as usize];
+        self.tokens.sort_unstable_by(|a, b| token(a).cmp(token(b)));
+    }
+
+    /// The tokens, sorted.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.tokens
+            .iter()
+            .map(|r| &self.text[r.0 as usize..r.1 as usize])
+    }
+
+    /// Whether there is no token.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Appends the tokens of one normalised field to `text`, with their ranges.
+fn field_tokens(normalised: &str, text: &mut String, out: &mut Vec<(u32, u32)>) {
+    let mut words = normalised
         .split(' ')
         .filter(|w| !w.is_empty() && !CONNECTORS.contains(w))
-        .collect();
-    let mut prefix = String::new();
-    for (i, w) in words.iter().enumerate() {
-        let is_last = i + 1 == words.len();
+        .peekable();
+    let mut start = text.len();
+    while let Some(w) = words.next() {
+        let is_last = words.peek().is_none();
         let expanded = PARTICLE_ABBREVIATIONS
             .iter()
-            .find(|(abbr, _)| abbr == w)
+            .find(|(abbr, _)| *abbr == w)
             .map(|(_, full)| *full);
         let particle = expanded.unwrap_or(w);
         if !is_last && PARTICLES.contains(&particle) {
-            prefix.push_str(particle);
+            text.push_str(particle);
             continue;
         }
-        let mut token = std::mem::take(&mut prefix);
-        token.push_str(w);
-        out.push(token);
+        text.push_str(w);
+        out.push((start as u32, text.len() as u32));
+        start = text.len();
     }
 }
 
@@ -185,7 +239,38 @@ pub enum PassportError {
 /// Returns `Ok(None)` for a blank value.
 pub fn normalise_passport(raw: &str) -> Result<Option<String>, PassportError> {
     let mut out = String::with_capacity(raw.len());
-    for c in raw.nfkc() {
+    normalise_passport_into(raw, &mut out)?;
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// [`normalise_passport`] into `out` (cleared first); a blank value leaves
+/// `out` empty.
+pub fn normalise_passport_into(raw: &str, out: &mut String) -> Result<(), PassportError> {
+    out.clear();
+    if raw.is_ascii() {
+        // NFKC leaves ASCII as it is.
+        for b in raw.bytes() {
+            match b {
+                b'a'..=b'z' => out.push(b.to_ascii_uppercase() as char),
+                b'A'..=b'Z' | b'0'..=b'9' => out.push(b as char),
+                b' ' | b'-' | b'\t' => {}
+                _ => return Err(PassportError::BadCharacter),
+            }
+        }
+    } else {
+        passport_chars(raw.nfkc(), out)?;
+    }
+    if out.len() > 20 {
+        return Err(PassportError::TooLong);
+    }
+    Ok(())
+}
+
+fn passport_chars(
+    chars: impl Iterator<Item = char>,
+    out: &mut String,
+) -> Result<(), PassportError> {
+    for c in chars {
         match c {
             'a'..='z' => out.push(c.to_ascii_uppercase()),
             'A'..='Z' | '0'..='9' => out.push(c),
@@ -193,10 +278,7 @@ pub fn normalise_passport(raw: &str) -> Result<Option<String>, PassportError> {
             _ => return Err(PassportError::BadCharacter),
         }
     }
-    if out.len() > 20 {
-        return Err(PassportError::TooLong);
-    }
-    Ok((!out.is_empty()).then_some(out))
+    Ok(())
 }
 
 /// Why a date was refused (never carrying its value).
