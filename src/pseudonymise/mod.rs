@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::RecordBatch;
 use chrono::{Datelike, NaiveDate};
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use crate::drop::BatchBuilder;
 use crate::error::{Error, Result};
@@ -273,23 +273,6 @@ struct CodedRows {
     values: Vec<u16>,
 }
 
-/// The normalised references of one chunk's rows (blank ones left out),
-/// for the check that each is used once.
-#[derive(Default)]
-struct ChunkRefs {
-    text: String,
-    rows: Vec<RefRow>,
-}
-
-struct RefRow {
-    hash: u64,
-    /// End of the reference in `text` (it starts where the previous ends).
-    end: u32,
-    line: u64,
-    /// The row's identity in its file (see [`ChunkOut`]).
-    id: u64,
-}
-
 /// What a worker made of one chunk.
 struct ChunkOut {
     file: usize,
@@ -298,7 +281,9 @@ struct ChunkOut {
     coded: CodedRows,
     problems: Vec<Problem>,
     rejected: usize,
-    refs: ChunkRefs,
+    /// Hashes of the rows' normalised references (blank ones left out),
+    /// for the check that each reference is used once.
+    ref_hashes: Vec<u64>,
 }
 
 /// Rows whose reference is used more than once, by file and row identity
@@ -330,7 +315,8 @@ struct RowKeys {
 #[derive(Clone, Copy)]
 enum Kept {
     Codes(&'static CodeList),
-    YesNo(&'static CodeList),
+    /// 1 + the index of `yes` in the list.
+    YesNo(u16),
     Nationality,
 }
 
@@ -339,7 +325,7 @@ impl Kept {
         let i = (v as usize).checked_sub(1);
         match self {
             Kept::Codes(list) => Value::Text(i.map(|i| list.codes[i])),
-            Kept::YesNo(list) => Value::Bool(i.map(|i| list.codes[i] == "yes")),
+            Kept::YesNo(yes) => Value::Bool((v != 0).then_some(v == yes)),
             Kept::Nationality => Value::Text(i.map(|i| country::countries()[i].alpha3)),
         }
     }
@@ -387,7 +373,11 @@ impl Pseudonymiser {
             .kept_columns()
             .map(|c| match c.role {
                 Role::Nationality => Kept::Nationality,
-                Role::YesNo => Kept::YesNo(code_list("yes_no")),
+                Role::YesNo => {
+                    let list = code_list("yes_no");
+                    let yes = list.codes.iter().position(|c| *c == "yes");
+                    Kept::YesNo(yes.expect("yes_no has yes") as u16 + 1)
+                }
                 _ => Kept::Codes(code_list(c.codes.as_deref().unwrap_or_default())),
             })
             .collect();
@@ -571,14 +561,19 @@ impl Pseudonymiser {
                 }
             })
             .collect();
-        let mut asm = Assembler::new(self, views, new_target()?, true);
+        let mut asm = Assembler::new(self, new_target()?);
         self.pass(views, &chunks, None, &mut asm)?;
-        let repeats = asm.repeats();
+        let hashes = asm.repeated_hashes();
+        if hashes.is_empty() {
+            return asm.finish();
+        }
+        let repeats = self.repeats(views, &chunks, &hashes);
         if repeats.is_empty() {
+            // Hashes collided, references did not.
             return asm.finish();
         }
         drop(asm);
-        let mut asm = Assembler::new(self, views, new_target()?, false);
+        let mut asm = Assembler::new(self, new_target()?);
         self.pass(views, &chunks, Some(&repeats), &mut asm)?;
         asm.finish()
     }
@@ -641,6 +636,78 @@ impl Pseudonymiser {
         })
     }
 
+    /// The rows whose reference is also on another row, with the problem
+    /// to report: the rows whose reference has one of `hashes` are read
+    /// again and their references compared.
+    fn repeats(
+        &self,
+        views: &[FileView<'_>],
+        chunks: &[Chunk<'_>],
+        hashes: &FxHashSet<u64>,
+    ) -> Repeats {
+        use rayon::prelude::*;
+        // (file, row identity, line, reference) in input order.
+        let found: Vec<Vec<(usize, u64, u64, String)>> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let mut found = Vec::new();
+                let mut reference = String::new();
+                let mut row = |file: usize, id: u64, line: u64, raw: &str| {
+                    normalise_reference_into(raw, &mut reference);
+                    if !reference.is_empty() && hashes.contains(&ref_hash(&reference)) {
+                        found.push((file, id, line, reference.clone()));
+                    }
+                };
+                match chunk {
+                    Chunk::Text { file, body, span } => {
+                        let view = &views[*file];
+                        let at = view.map[self.ref_pos];
+                        body.for_each_row(*span, view.width, |r| {
+                            row(*file, r.offset, r.line, r.cell(at))
+                        });
+                    }
+                    Chunk::Rows { file, first, rows } => {
+                        let at = views[*file].map[self.ref_pos];
+                        for (k, r) in rows.iter().enumerate() {
+                            let raw = r.cells.get(at).unwrap_or("");
+                            row(*file, (first + k) as u64, r.line, raw);
+                        }
+                    }
+                }
+                found
+            })
+            .collect();
+        let mut same: HashMap<&str, Vec<(usize, u64, u64)>> = HashMap::new();
+        for (file, id, line, reference) in found.iter().flatten() {
+            same.entry(reference).or_default().push((*file, *id, *line));
+        }
+        let ref_col = self.schema().reference();
+        let mut repeats = Repeats::default();
+        for group in same.values().filter(|g| g.len() > 1) {
+            for (file, id, _) in group {
+                let others: Vec<String> = group
+                    .iter()
+                    .filter(|(g, j, _)| (g, j) != (file, id))
+                    .map(|(g, _, line)| {
+                        if g == file {
+                            format!("row {line}")
+                        } else {
+                            format!("row {line} of {}", views[*g].name)
+                        }
+                    })
+                    .collect();
+                repeats.insert(
+                    (*file, *id),
+                    format!(
+                        "the same {ref_col} is also on {}; each record needs its own reference",
+                        others.join(", ")
+                    ),
+                );
+            }
+        }
+        repeats
+    }
+
     /// Reads and codes the rows of one chunk.
     fn code_chunk(
         &self,
@@ -659,7 +726,7 @@ impl Pseudonymiser {
             coded: CodedRows::default(),
             problems: Vec::new(),
             rejected: 0,
-            refs: ChunkRefs::default(),
+            ref_hashes: Vec::new(),
         };
         match chunk {
             Chunk::Text { body, span, .. } => body.for_each_row(*span, view.width, |mut r| {
@@ -697,14 +764,7 @@ impl Pseudonymiser {
         let map = &view.map;
         normalise_reference_into(cell(map[self.ref_pos]), &mut s.reference);
         if repeats.is_none() && !s.reference.is_empty() {
-            let refs = &mut out.refs;
-            refs.text.push_str(&s.reference);
-            refs.rows.push(RefRow {
-                hash: FxBuildHasher.hash_one(s.reference.as_str()),
-                end: refs.text.len() as u32,
-                line,
-                id,
-            });
+            out.ref_hashes.push(ref_hash(&s.reference));
         }
         s.problems.clear();
         let keys = match defect {
@@ -993,7 +1053,6 @@ impl<S: BatchSink> Target for Batches<S> {
 /// first pass) finds references used more than once.
 struct Assembler<'a, T> {
     p: &'a Pseudonymiser,
-    views: &'a [FileView<'a>],
     target: T,
     /// Rows read in the chunks taken so far.
     rows_read: usize,
@@ -1002,33 +1061,27 @@ struct Assembler<'a, T> {
     rows: usize,
     problems: Vec<Problem>,
     rejected: usize,
-    /// Whether to look for repeated references.
-    check_refs: bool,
-    /// Each chunk's references, its file, and the references before it.
-    refs: Vec<(usize, ChunkRefs, usize)>,
-    ref_count: usize,
-    /// The first reference with each hash.
-    first: FxHashMap<u64, u32>,
-    /// Hashes seen more than once, with every reference having them.
-    same_hash: FxHashMap<u64, Vec<u32>>,
+    /// The reference hashes, by their top byte: sorted at the end to find
+    /// the ones seen twice.
+    ref_hashes: Vec<Vec<u64>>,
+}
+
+/// The hash of a normalised reference.
+fn ref_hash(reference: &str) -> u64 {
+    FxBuildHasher.hash_one(reference)
 }
 
 impl<'a, T: Target> Assembler<'a, T> {
-    fn new(p: &'a Pseudonymiser, views: &'a [FileView<'a>], target: T, check_refs: bool) -> Self {
+    fn new(p: &'a Pseudonymiser, target: T) -> Self {
         Assembler {
             p,
-            views,
             target,
             rows_read: 0,
             batches: 0,
             rows: 0,
             problems: Vec::new(),
             rejected: 0,
-            check_refs,
-            refs: Vec::new(),
-            ref_count: 0,
-            first: FxHashMap::default(),
-            same_hash: FxHashMap::default(),
+            ref_hashes: vec![Vec::new(); 256],
         }
     }
 
@@ -1055,79 +1108,20 @@ impl<'a, T: Target> Assembler<'a, T> {
         self.rows += c.position.len();
         self.rejected += out.rejected;
         self.problems.extend(out.problems);
-        if self.check_refs {
-            for (k, r) in out.refs.rows.iter().enumerate() {
-                let index = (self.ref_count + k) as u32;
-                match self.first.entry(r.hash) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(index);
-                    }
-                    std::collections::hash_map::Entry::Occupied(o) => self
-                        .same_hash
-                        .entry(r.hash)
-                        .or_insert_with(|| vec![*o.get()])
-                        .push(index),
-                }
-            }
-            let n = out.refs.rows.len();
-            self.refs.push((out.file, out.refs, self.ref_count));
-            self.ref_count += n;
+        for h in out.ref_hashes {
+            self.ref_hashes[(h >> 56) as usize].push(h);
         }
         Ok(())
     }
 
-    /// The rows whose reference is also on another row, with the problem.
-    fn repeats(&self) -> Repeats {
-        // (file, line, id, reference) of reference number `i`.
-        let at = |i: u32| {
-            let c = self
-                .refs
-                .partition_point(|(_, _, before)| *before <= i as usize)
-                - 1;
-            let (file, refs, before) = &self.refs[c];
-            let k = i as usize - before;
-            let start = if k == 0 {
-                0
-            } else {
-                refs.rows[k - 1].end as usize
-            };
-            let r = &refs.rows[k];
-            (*file, r.line, r.id, &refs.text[start..r.end as usize])
-        };
-        let ref_col = self.p.schema().reference();
-        let mut repeats = Repeats::default();
-        for same in self.same_hash.values() {
-            let mut rows: Vec<_> = same.iter().map(|i| at(*i)).collect();
-            // Equal hashes, but perhaps not equal references: group them
-            // (a stable sort keeps input order within a group).
-            rows.sort_by(|a, b| a.3.cmp(b.3));
-            for group in rows.chunk_by(|a, b| a.3 == b.3).filter(|g| g.len() > 1) {
-                let mut group = group.to_vec();
-                group.sort_by_key(|(file, _, id, _)| (*file, *id));
-                for (file, _, id, _) in &group {
-                    let others: Vec<String> = group
-                        .iter()
-                        .filter(|(g, _, j, _)| (g, j) != (file, id))
-                        .map(|(g, line, _, _)| {
-                            if g == file {
-                                format!("row {line}")
-                            } else {
-                                format!("row {line} of {}", self.views[*g].name)
-                            }
-                        })
-                        .collect();
-                    repeats.insert(
-                        (*file, *id),
-                        format!(
-                            "the same {ref_col} is also on {}; each record needs its own \
-                             reference",
-                            others.join(", ")
-                        ),
-                    );
-                }
-            }
+    /// The reference hashes seen more than once.
+    fn repeated_hashes(&mut self) -> FxHashSet<u64> {
+        let mut repeated = FxHashSet::default();
+        for bucket in &mut self.ref_hashes {
+            bucket.sort_unstable();
+            repeated.extend(bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
         }
-        repeats
+        repeated
     }
 
     fn finish(mut self) -> Result<(T, StreamOutcome)> {
