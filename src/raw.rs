@@ -166,15 +166,15 @@ impl TextBody {
             let start = pos;
             cells.clear();
             let mut cell_start = pos;
-            while pos < bytes.len() {
-                let b = bytes[pos];
-                if b == delimiter {
+            loop {
+                pos = find_break(bytes, pos, delimiter);
+                if pos < bytes.len() && bytes[pos] == delimiter {
                     cells.push(((cell_start - start) as u32, (pos - start) as u32));
-                    cell_start = pos + 1;
-                } else if b == b'\n' || b == b'\r' {
+                    pos += 1;
+                    cell_start = pos;
+                } else {
                     break;
                 }
-                pos += 1;
             }
             cells.push(((cell_start - start) as u32, (pos - start) as u32));
             let line = newlines + 1;
@@ -206,6 +206,34 @@ impl TextBody {
             });
         }
     }
+}
+
+/// The first position from `pos` holding the delimiter, `\n` or `\r`, or
+/// the end: eight bytes at a time.
+#[inline]
+fn find_break(bytes: &[u8], mut pos: usize, delimiter: u8) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each zero byte of `x`, and maybe of bytes above the
+    // first zero byte: the lowest bit set is always the first zero byte.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let (d, n, r) = (
+        ONES * delimiter as u64,
+        ONES * b'\n' as u64,
+        ONES * b'\r' as u64,
+    );
+    while let Some(word) = bytes.get(pos..pos + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let found = zero(w ^ d) | zero(w ^ n) | zero(w ^ r);
+        if found != 0 {
+            return pos + (found.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while pos < bytes.len() && !matches!(bytes[pos], b'\n' | b'\r') && bytes[pos] != delimiter {
+        pos += 1;
+    }
+    pos
 }
 
 /// One row of a [`TextBody`].

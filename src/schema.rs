@@ -171,9 +171,9 @@ pub struct CodeList {
     /// Every accepted spelling, squashed, with its code. Lists are short:
     /// a scan without allocation beats hashing.
     lookup: Vec<(String, usize)>,
-    /// The spellings of at most [`SHORT`] bytes, zero-padded, for a scan
-    /// that compares whole arrays.
-    short: Vec<([u8; SHORT], usize)>,
+    /// The ASCII spellings of at most 24 bytes, zero-padded into three
+    /// words, for a scan that compares words.
+    short: Vec<([u64; 3], usize)>,
     /// Accepted spellings per code, for docs and messages.
     pub spellings: Vec<Vec<String>>,
 }
@@ -187,8 +187,36 @@ impl CodeList {
 
     /// As [`lookup`](Self::lookup), the code's index in [`codes`](Self::codes).
     pub fn lookup_index(&self, raw: &str) -> Option<usize> {
-        // Fast path for short ASCII values, the usual case: squash into a
-        // buffer on the stack.
+        // Fast path for short ASCII values, the usual case: squash into
+        // three words (a value holding a zero byte or longer than 24 bytes
+        // takes the general path).
+        let bytes = raw.as_bytes();
+        if bytes.len() <= 24 {
+            // The words are kept in registers (an array written a byte at a
+            // time and then read whole stalls the processor).
+            let (mut k0, mut k1, mut k2) = (0u64, 0u64, 0u64);
+            let mut n = 0;
+            let mut plain = true;
+            for &b in bytes {
+                plain &= b != 0 && b < 0x80;
+                if !is_separator(b as char) {
+                    let v = (b.to_ascii_lowercase() as u64) << (8 * (n % 8));
+                    match n / 8 {
+                        0 => k0 |= v,
+                        1 => k1 |= v,
+                        _ => k2 |= v,
+                    }
+                    n += 1;
+                }
+            }
+            if plain {
+                return self
+                    .short
+                    .iter()
+                    .find(|([s0, s1, s2], _)| *s0 == k0 && *s1 == k1 && *s2 == k2)
+                    .map(|(_, code)| *code);
+            }
+        }
         let mut buf = [0u8; 48];
         if raw.is_ascii() && raw.len() <= buf.len() {
             let mut n = 0;
@@ -197,17 +225,6 @@ impl CodeList {
                     buf[n] = b.to_ascii_lowercase();
                     n += 1;
                 }
-            }
-            // ASCII holds no zero byte here only if the value had none; a
-            // value with one matches no spelling, and must not match a
-            // shorter one through the padding.
-            if n <= SHORT && !buf[..n].contains(&0) {
-                let key: &[u8; SHORT] = buf[..SHORT].try_into().expect("SHORT <= 48");
-                return self
-                    .short
-                    .iter()
-                    .find(|(spelling, _)| spelling == key)
-                    .map(|(_, code)| *code);
             }
             let key = &buf[..n];
             return self
@@ -227,9 +244,6 @@ impl CodeList {
         self.codes.join(", ")
     }
 }
-
-/// Longest spelling compared as a padded array.
-const SHORT: usize = 24;
 
 /// Characters that do not matter when comparing codes and header names.
 fn is_separator(c: char) -> bool {
@@ -321,10 +335,12 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
                             .all(|(k, c)| *k != squashed || *c == index),
                         "codes.toml: '{s}' is on two codes of list {name}"
                     );
-                    if squashed.len() <= SHORT && squashed.is_ascii() {
-                        let mut padded = [0u8; SHORT];
-                        padded[..squashed.len()].copy_from_slice(squashed.as_bytes());
-                        list.short.push((padded, index));
+                    if squashed.len() <= 24 && squashed.is_ascii() && !squashed.contains('\0') {
+                        let mut words = [0u64; 3];
+                        for (n, b) in squashed.bytes().enumerate() {
+                            words[n / 8] |= (b as u64) << (8 * (n % 8));
+                        }
+                        list.short.push((words, index));
                     }
                     list.lookup.push((squashed, index));
                 }

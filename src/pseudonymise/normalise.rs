@@ -143,7 +143,7 @@ fn is_apostrophe(c: char) -> bool {
 /// Words that are also common names in the pilot's populations are left
 /// out: Vietnamese `Văn`, `Lê`, `Đỗ`, `Du` (so Dutch `van` and French `le`
 /// do not join).
-const PARTICLES: &[&str] = &[
+const PARTICLES: [&str; 26] = [
     "al", "da", "das", "de", "del", "dela", "delas", "della", "delos", "den", "der", "di", "dos",
     "el", "la", "las", "los", "mac", "mc", "san", "santa", "santo", "st", "ten", "ter", "von",
 ];
@@ -153,7 +153,7 @@ const PARTICLE_ABBREVIATIONS: &[(&str, &str)] = &[("sta", "santa"), ("sto", "san
 
 /// Patronymic connectors, left out of name keys ("Ahmad bin Ismail" is
 /// often written "Ahmad Ismail").
-const CONNECTORS: &[&str] = &["bin", "binte", "binti", "bte"];
+const CONNECTORS: [&str; 4] = ["bin", "binte", "binti", "bte"];
 
 /// The name tokens of a person for the name key: both fields normalised,
 /// connectors dropped, particles joined to the token they precede within
@@ -201,21 +201,55 @@ impl NameTokens {
     }
 }
 
+/// A word of at most 8 bytes as a number (zero-padded): normalised text
+/// holds no zero byte, so two such words are equal when their numbers are.
+/// Every particle, abbreviation and connector is that short.
+const fn word_key(w: &str) -> u64 {
+    let w = w.as_bytes();
+    let mut key = 0;
+    let mut i = 0;
+    while i < w.len() {
+        key |= (w[i] as u64) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+const fn word_keys<const N: usize>(words: &[&str; N]) -> [u64; N] {
+    let mut keys = [0; N];
+    let mut i = 0;
+    while i < N {
+        assert!(words[i].len() <= 8);
+        keys[i] = word_key(words[i]);
+        i += 1;
+    }
+    keys
+}
+
+const PARTICLE_KEYS: [u64; PARTICLES.len()] = word_keys(&PARTICLES);
+const CONNECTOR_KEYS: [u64; CONNECTORS.len()] = word_keys(&CONNECTORS);
+
+/// [`word_key`] of a word short enough to be a particle or connector.
+fn short_key(w: &str) -> Option<u64> {
+    (w.len() <= 8).then(|| word_key(w))
+}
+
 /// Appends the tokens of one normalised field to `text`, with their ranges.
 fn field_tokens(normalised: &str, text: &mut String, out: &mut Vec<(u32, u32)>) {
     let mut words = normalised
         .split(' ')
-        .filter(|w| !w.is_empty() && !CONNECTORS.contains(w))
+        .filter(|w| !w.is_empty() && !short_key(w).is_some_and(|k| CONNECTOR_KEYS.contains(&k)))
         .peekable();
     let mut start = text.len();
     while let Some(w) = words.next() {
         let is_last = words.peek().is_none();
+        let key = short_key(w);
         let expanded = PARTICLE_ABBREVIATIONS
             .iter()
-            .find(|(abbr, _)| *abbr == w)
+            .find(|(abbr, _)| key == Some(word_key(abbr)))
             .map(|(_, full)| *full);
         let particle = expanded.unwrap_or(w);
-        if !is_last && PARTICLES.contains(&particle) {
+        if !is_last && short_key(particle).is_some_and(|k| PARTICLE_KEYS.contains(&k)) {
             text.push_str(particle);
             continue;
         }
