@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{ArrayBuilder, BooleanBuilder, FixedSizeBinaryBuilder, StringBuilder};
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch};
+use arrow_array::builder::{BooleanBufferBuilder, OffsetBufferBuilder};
+use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -175,22 +175,23 @@ pub fn to_batch(form: Form, records: &[Coded]) -> Result<RecordBatch> {
     b.finish()
 }
 
-/// Builds a drop's record batch row by row.
+/// Builds a drop's record batch row by row. Rows are gathered in plain
+/// vectors and turned into Arrow arrays column by column at the end.
 pub struct BatchBuilder {
     schema: SchemaRef,
-    record_key: FixedSizeBinaryBuilder,
-    key_passport: FixedSizeBinaryBuilder,
-    key_name_dob: FixedSizeBinaryBuilder,
-    event_month: StringBuilder,
-    age_band: StringBuilder,
+    /// `record_key`, `key_passport`, `key_name_dob`: 32 bytes a row, zeros
+    /// where a key is missing.
+    keys: [Vec<u8>; 3],
+    /// Whether `key_passport` and `key_name_dob` are present.
+    present: [Vec<bool>; 2],
+    event_month: Vec<Period>,
+    age_band: Vec<Option<&'static str>>,
     cols: Vec<Col>,
-    /// Rows of one drop nearly always share a month: it is formatted once.
-    month_text: (Option<Period>, String),
 }
 
 enum Col {
-    Text(StringBuilder),
-    Bool(BooleanBuilder),
+    Text(Vec<Option<&'static str>>),
+    Bool(Vec<Option<bool>>),
 }
 
 impl BatchBuilder {
@@ -200,19 +201,17 @@ impl BatchBuilder {
             .schema()
             .kept_columns()
             .map(|c| match c.role {
-                Role::YesNo => Col::Bool(BooleanBuilder::with_capacity(n)),
-                _ => Col::Text(StringBuilder::with_capacity(n, n * 8)),
+                Role::YesNo => Col::Bool(Vec::with_capacity(n)),
+                _ => Col::Text(Vec::with_capacity(n)),
             })
             .collect();
         BatchBuilder {
             schema: arrow_schema(form),
-            record_key: FixedSizeBinaryBuilder::with_capacity(n, 32),
-            key_passport: FixedSizeBinaryBuilder::with_capacity(n, 32),
-            key_name_dob: FixedSizeBinaryBuilder::with_capacity(n, 32),
-            event_month: StringBuilder::with_capacity(n, n * 7),
-            age_band: StringBuilder::with_capacity(n, n * 5),
+            keys: std::array::from_fn(|_| Vec::with_capacity(n * 32)),
+            present: std::array::from_fn(|_| Vec::with_capacity(n)),
+            event_month: Vec::with_capacity(n),
+            age_band: Vec::with_capacity(n),
             cols,
-            month_text: (None, String::new()),
         }
     }
 
@@ -223,27 +222,20 @@ impl BatchBuilder {
         key_passport: Option<&[u8; 32]>,
         key_name_dob: Option<&[u8; 32]>,
         event_month: Period,
-        age_band: Option<&str>,
+        age_band: Option<&'static str>,
         values: impl IntoIterator<Item = Value>,
     ) -> Result<()> {
-        self.record_key.append_value(record_key)?;
-        match key_passport {
-            Some(k) => self.key_passport.append_value(k)?,
-            None => self.key_passport.append_null(),
+        self.keys[0].extend_from_slice(record_key);
+        for (i, key) in [key_passport, key_name_dob].into_iter().enumerate() {
+            self.keys[i + 1].extend_from_slice(key.unwrap_or(&[0; 32]));
+            self.present[i].push(key.is_some());
         }
-        match key_name_dob {
-            Some(k) => self.key_name_dob.append_value(k)?,
-            None => self.key_name_dob.append_null(),
-        }
-        if self.month_text.0 != Some(event_month) {
-            self.month_text = (Some(event_month), event_month.to_string());
-        }
-        self.event_month.append_value(&self.month_text.1);
-        self.age_band.append_option(age_band);
+        self.event_month.push(event_month);
+        self.age_band.push(age_band);
         for (col, v) in self.cols.iter_mut().zip(values) {
             match (col, v) {
-                (Col::Text(b), Value::Text(t)) => b.append_option(t),
-                (Col::Bool(b), Value::Bool(x)) => b.append_option(x),
+                (Col::Text(c), Value::Text(t)) => c.push(t),
+                (Col::Bool(c), Value::Bool(x)) => c.push(x),
                 _ => unreachable!("values follow the schema's kept columns"),
             }
         }
@@ -252,7 +244,7 @@ impl BatchBuilder {
 
     /// Rows appended so far.
     pub fn len(&self) -> usize {
-        self.record_key.len()
+        self.event_month.len()
     }
 
     /// Whether no row was appended.
@@ -261,22 +253,91 @@ impl BatchBuilder {
     }
 
     /// The batch of the rows appended.
-    pub fn finish(mut self) -> Result<RecordBatch> {
+    pub fn finish(self) -> Result<RecordBatch> {
+        let BatchBuilder {
+            schema,
+            keys: [record_key, key_passport, key_name_dob],
+            present: [passport_present, name_dob_present],
+            event_month,
+            age_band,
+            cols,
+        } = self;
+        let key = |bytes: Vec<u8>, present: Option<&[bool]>| -> Result<ArrayRef> {
+            let nulls = present
+                .and_then(|p| validity(p.len(), |i| p[i]))
+                .map(|mut b| b.finish().into());
+            Ok(Arc::new(FixedSizeBinaryArray::try_new(
+                32,
+                bytes.into(),
+                nulls,
+            )?))
+        };
+        // Rows of one drop nearly always share a month: it is formatted
+        // once per run of equal months.
+        let mut month: (Option<Period>, String) = (None, String::new());
+        let mut offsets = OffsetBufferBuilder::<i32>::new(event_month.len());
+        let mut bytes: Vec<u8> = Vec::with_capacity(event_month.len() * 7);
+        for m in &event_month {
+            if month.0 != Some(*m) {
+                month = (Some(*m), m.to_string());
+            }
+            bytes.extend_from_slice(month.1.as_bytes());
+            offsets.push_length(month.1.len());
+        }
+        let months = StringArray::try_new(offsets.finish(), bytes.into(), None)?;
         let mut arrays: Vec<ArrayRef> = vec![
-            Arc::new(self.record_key.finish()),
-            Arc::new(self.key_passport.finish()),
-            Arc::new(self.key_name_dob.finish()),
-            Arc::new(self.event_month.finish()),
-            Arc::new(self.age_band.finish()),
+            key(record_key, None)?,
+            key(key_passport, Some(&passport_present))?,
+            key(key_name_dob, Some(&name_dob_present))?,
+            Arc::new(months),
+            strings(&age_band)?,
         ];
-        for col in self.cols {
+        for col in cols {
             arrays.push(match col {
-                Col::Text(mut b) => Arc::new(b.finish()),
-                Col::Bool(mut b) => Arc::new(b.finish()),
+                Col::Text(v) => strings(&v)?,
+                Col::Bool(v) => Arc::new(BooleanArray::new(
+                    bits(v.len(), |i| v[i] == Some(true)).finish(),
+                    validity(v.len(), |i| v[i].is_some()).map(|mut b| b.finish().into()),
+                )),
             });
         }
-        Ok(RecordBatch::try_new(self.schema, arrays)?)
+        Ok(RecordBatch::try_new(schema, arrays)?)
     }
+}
+
+/// `n` bits, packed eight at a time.
+fn bits(n: usize, mut bit: impl FnMut(usize) -> bool) -> BooleanBufferBuilder {
+    let mut packed = vec![0u8; n.div_ceil(8)];
+    for (i, byte) in packed.iter_mut().enumerate() {
+        for j in 0..8.min(n - i * 8) {
+            *byte |= (bit(i * 8 + j) as u8) << j;
+        }
+    }
+    let mut b = BooleanBufferBuilder::new(n);
+    b.append_packed_range(0..n, &packed);
+    b
+}
+
+/// The validity bits of `n` values, `None` when every value is present (as
+/// Arrow's array builders leave it).
+fn validity(n: usize, mut present: impl FnMut(usize) -> bool) -> Option<BooleanBufferBuilder> {
+    (0..n).any(|i| !present(i)).then(|| bits(n, present))
+}
+
+/// A string array of optional values.
+fn strings<S: AsRef<str>>(values: &[Option<S>]) -> Result<ArrayRef> {
+    let mut offsets = OffsetBufferBuilder::<i32>::new(values.len());
+    let mut bytes: Vec<u8> = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        let s = v.as_ref().map_or("", |s| s.as_ref());
+        bytes.extend_from_slice(s.as_bytes());
+        offsets.push_length(s.len());
+    }
+    Ok(Arc::new(StringArray::try_new(
+        offsets.finish(),
+        bytes.into(),
+        validity(values.len(), |i| values[i].is_some()).map(|mut b| b.finish().into()),
+    )?))
 }
 
 /// Pinned writer settings: the same records give the same bytes.

@@ -104,6 +104,18 @@ pub struct Span {
     before: u64,
 }
 
+impl Span {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
 impl TextBody {
     /// Splits the body into spans of about `step` bytes, each ending at a
     /// line break, with the number of lines before each.

@@ -259,7 +259,6 @@ enum Chunk<'a> {
 }
 
 /// The coded rows of one chunk, column by column: no allocation per row.
-#[derive(Default)]
 struct CodedRows {
     /// Each coded row's position among the chunk's rows.
     position: Vec<u32>,
@@ -271,6 +270,20 @@ struct CodedRows {
     /// The kept columns' values, one run per row: 0 for unknown, otherwise
     /// 1 + the index of the code in its list (or of the country).
     values: Vec<u16>,
+}
+
+impl CodedRows {
+    fn with_capacity(rows: usize, kept: usize) -> Self {
+        CodedRows {
+            position: Vec::with_capacity(rows),
+            record_key: Vec::with_capacity(rows),
+            key_passport: Vec::with_capacity(rows),
+            key_name_dob: Vec::with_capacity(rows),
+            event_month: Vec::with_capacity(rows),
+            age_band: Vec::with_capacity(rows),
+            values: Vec::with_capacity(rows * kept),
+        }
+    }
 }
 
 /// What a worker made of one chunk.
@@ -720,10 +733,16 @@ impl Pseudonymiser {
             Chunk::Text { file, .. } | Chunk::Rows { file, .. } => *file,
         };
         let view = &views[file];
+        // Room for the rows (a CSV row has at least a separator a column).
+        let rows = match chunk {
+            Chunk::Text { span, .. } => span.len() / view.width.max(1),
+            Chunk::Rows { rows, .. } => rows.len(),
+        }
+        .min(CHUNK_ROWS * 2);
         let mut out = ChunkOut {
             file,
             rows: 0,
-            coded: CodedRows::default(),
+            coded: CodedRows::with_capacity(rows, self.kept.len()),
             problems: Vec::new(),
             rejected: 0,
             ref_hashes: Vec::new(),
