@@ -158,6 +158,9 @@ impl TextBody {
     /// row is checked for them, as [`read`] does.
     pub fn for_each_row(&self, span: Span, width: usize, mut f: impl FnMut(TextRow<'_>)) {
         let bytes = &self.bytes[..span.end];
+        // Usually the whole span is valid UTF-8: checked once, each row is
+        // then a slice of it (rows end at ASCII bytes, so at characters).
+        let valid = std::str::from_utf8(&bytes[span.start..]).ok();
         let delimiter = self.delimiter;
         let mut pos = span.start;
         let mut newlines = span.before;
@@ -191,7 +194,11 @@ impl TextBody {
             cells.push(((cell_start - start) as u32, (pos - start) as u32));
             let line = newlines + 1;
             let record = &bytes[start..pos];
-            let Ok(text) = std::str::from_utf8(record) else {
+            let text = match valid {
+                Some(valid) => Ok(&valid[start - span.start..pos - span.start]),
+                None => std::str::from_utf8(record),
+            };
+            let Ok(text) = text else {
                 f(TextRow {
                     line,
                     offset: start as u64,

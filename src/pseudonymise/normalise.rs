@@ -327,6 +327,43 @@ pub enum DateError {
 /// Parses an event date: `YYYY-MM-DD` (a time of day after it, as Excel
 /// writes, is ignored), `DD/MM/YYYY` or `D/M/YYYY`.
 pub fn parse_date(raw: &str) -> Result<NaiveDate, DateError> {
+    parse_plain_date(raw.as_bytes()).unwrap_or_else(|| parse_any_date(raw))
+}
+
+/// [`parse_date`] of a value made only of digits, `-` and `/` (no white
+/// space or time to cut), on bytes; `None` for other values.
+fn parse_plain_date(b: &[u8]) -> Option<Result<NaiveDate, DateError>> {
+    if b.is_empty() || b.len() > 10 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'-' | b'/')) {
+        return None;
+    }
+    fn split(p: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+        p.iter()
+            .position(|c| *c == sep)
+            .map(|i| (&p[..i], &p[i + 1..]))
+    }
+    let num = |p: &[u8], max_len: usize| -> Result<u32, DateError> {
+        if p.is_empty() || p.len() > max_len || !p.iter().all(u8::is_ascii_digit) {
+            return Err(DateError::Format);
+        }
+        Ok(p.iter().fold(0, |n, c| n * 10 + (c - b'0') as u32))
+    };
+    let parts = if let Some((y, rest)) = split(b, b'-') {
+        split(rest, b'-').map(|(m, d)| (y, m, d))
+    } else if let Some((d, rest)) = split(b, b'/') {
+        split(rest, b'/').map(|(m, y)| (y, m, d))
+    } else {
+        None
+    };
+    let Some((y, m, d)) = parts.filter(|(y, _, _)| y.len() == 4) else {
+        return Some(Err(DateError::Format));
+    };
+    Some((|| {
+        let (y, m, d) = (num(y, 4)? as i32, num(m, 2)?, num(d, 2)?);
+        NaiveDate::from_ymd_opt(y, m, d).ok_or(DateError::NoSuchDay)
+    })())
+}
+
+fn parse_any_date(raw: &str) -> Result<NaiveDate, DateError> {
     let s = raw.trim();
     let s = s
         .split_once(['T', ' '])
@@ -443,6 +480,28 @@ mod tests {
             // must agree.
             assert_eq!(full.replace(' ', ""), expected.replace(' ', ""), "{s}");
         }
+    }
+
+    #[test]
+    fn plain_dates_parse_as_any_date_does() {
+        let pieces = [
+            "2018", "18", "1", "03", "31", "0", "", "123", "12345", "29", "02",
+        ];
+        let mut n = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for (s1, s2) in [("-", "-"), ("/", "/"), ("-", "/"), ("/", "-"), ("--", "")] {
+                        let v = format!("{a}{s1}{b}{s2}{c}");
+                        if let Some(fast) = parse_plain_date(v.as_bytes()) {
+                            assert_eq!(fast, parse_any_date(&v), "{v}");
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 3000, "{n}");
     }
 
     #[test]
