@@ -4,7 +4,9 @@
 //! Prints one table with rows per second and the ratio.
 //!
 //! Run: `cargo bench --bench pseudonymise` (ROWS=... to change the size,
-//! RUNS=... the repetitions, PEER=... another peer script).
+//! RUNS=... the repetitions, CSV=... a file to keep or reuse the input,
+//! PEER=... another peer script, PEER=none to skip the peer: the ratio then
+//! uses PEER_SECONDS, if given).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +17,23 @@ use safetally::pseudonymise::Period;
 use safetally::pseudonymise::files::Job;
 use safetally::schema::Form;
 use safetally::synth::bulk_screening_csv;
+
+/// CPU time (user + system) of this process so far, in seconds, from
+/// `/proc/self/stat` (Linux; NaN elsewhere). Wall time is noisy when other
+/// work shares the machine; CPU time much less so.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -31,24 +50,28 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("screening.csv");
+    // CSV=path keeps the generated input there (or reuses it when it exists)
+    // for profiling the command line on the same data.
+    let input =
+        std::env::var_os("CSV").map_or_else(|| dir.path().join("screening.csv"), PathBuf::from);
     let period = Period {
         year: 2018,
         month: 3,
     };
-    let t = Instant::now();
-    bulk_screening_csv(
-        std::io::BufWriter::new(std::fs::File::create(&input).unwrap()),
-        rows,
-        42,
-        period,
-    )
-    .unwrap();
+    if !input.exists() {
+        bulk_screening_csv(
+            std::io::BufWriter::new(std::fs::File::create(&input).unwrap()),
+            rows,
+            42,
+            period,
+        )
+        .unwrap();
+    }
     let size = std::fs::metadata(&input).unwrap().len();
     eprintln!(
-        "generated {rows} rows ({:.0} MB) in {:.1} s",
+        "input: {rows} rows ({:.0} MB), {}",
         size as f64 / 1e6,
-        t.elapsed().as_secs_f64()
+        input.display()
     );
     let key_path = dir.path().join("key");
     let key = TaskForceKey::generate().unwrap();
@@ -71,45 +94,55 @@ fn main() {
             .build()
             .unwrap();
         let mut secs = Vec::new();
+        let mut cpu = Vec::new();
         for _ in 0..runs {
             let j = job(dir.path().join("out"));
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_seconds());
             let outcome = pool.install(|| j.run(&key)).unwrap();
             secs.push(t.elapsed().as_secs_f64());
+            cpu.push(cpu_seconds() - c);
             assert_eq!(outcome.rows, rows, "every synthetic row is valid");
         }
         let min = secs.iter().cloned().fold(f64::MAX, f64::min);
+        eprintln!("{threads} thread(s): wall {secs:.2?} s, CPU (user + system) {cpu:.2?} s");
         (min, median(&mut secs))
     };
     let (one_min, one_med) = measure(1);
     let (all_min, all_med) = measure(cores);
 
-    let peer = std::env::var_os("PEER").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peer_pseudonymise.py"),
-        PathBuf::from,
-    );
-    let peer_out = dir.path().join("peer.csv");
-    let output = Command::new("python3")
-        .arg(&peer)
-        .arg(&input)
-        .arg(&key_path)
-        .arg(&peer_out)
-        .args(["--org", "BENCH", "--period", &period.to_string()])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "peer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = String::from_utf8_lossy(&output.stdout);
-    let peer: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        peer["rows"].as_u64().unwrap() as usize,
-        rows,
-        "the peer accepts the same rows"
-    );
-    let peer_secs = peer["seconds"].as_f64().unwrap();
+    let peer_secs = if std::env::var("PEER").is_ok_and(|p| p == "none") {
+        std::env::var("PEER_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN)
+    } else {
+        let peer = std::env::var_os("PEER").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peer_pseudonymise.py"),
+            PathBuf::from,
+        );
+        let peer_out = dir.path().join("peer.csv");
+        let output = Command::new("python3")
+            .arg(&peer)
+            .arg(&input)
+            .arg(&key_path)
+            .arg(&peer_out)
+            .args(["--org", "BENCH", "--period", &period.to_string()])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "peer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = String::from_utf8_lossy(&output.stdout);
+        let peer: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            peer["rows"].as_u64().unwrap() as usize,
+            rows,
+            "the peer accepts the same rows"
+        );
+        peer["seconds"].as_f64().unwrap()
+    };
 
     let rps = |s: f64| rows as f64 / s;
     println!();

@@ -10,12 +10,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, FixedSizeBinaryBuilder, StringBuilder};
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray};
+use arrow_array::builder::{BooleanBufferBuilder, OffsetBufferBuilder};
+use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, encode_arrow_schema};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -162,75 +163,195 @@ pub fn created_now() -> String {
 
 /// Builds the record batch of a drop.
 pub fn to_batch(form: Form, records: &[Coded]) -> Result<RecordBatch> {
-    let schema = arrow_schema(form);
-    let n = records.len();
-    let mut record_key = FixedSizeBinaryBuilder::with_capacity(n, 32);
-    let mut key_passport = FixedSizeBinaryBuilder::with_capacity(n, 32);
-    let mut key_name_dob = FixedSizeBinaryBuilder::with_capacity(n, 32);
-    let mut event_month = StringBuilder::with_capacity(n, n * 7);
-    let mut age_band = StringBuilder::with_capacity(n, n * 5);
-    let kept: Vec<Role> = form.schema().kept_columns().map(|c| c.role).collect();
-    enum Col {
-        Text(StringBuilder),
-        Bool(BooleanBuilder),
-    }
-    let mut cols: Vec<Col> = kept
-        .iter()
-        .map(|r| match r {
-            Role::YesNo => Col::Bool(BooleanBuilder::with_capacity(n)),
-            _ => Col::Text(StringBuilder::with_capacity(n, n * 8)),
-        })
-        .collect();
-    let mut month_text: (Option<Period>, String) = (None, String::new());
+    let mut b = BatchBuilder::new(form, records.len());
     for r in records {
-        record_key.append_value(r.record_key)?;
-        match r.key_passport {
-            Some(k) => key_passport.append_value(k)?,
-            None => key_passport.append_null(),
+        b.push(
+            &r.record_key,
+            r.key_passport.as_ref(),
+            r.key_name_dob.as_ref(),
+            r.event_month,
+            r.age_band,
+            r.values.iter().copied(),
+        )?;
+    }
+    b.finish()
+}
+
+/// Builds a drop's record batch row by row. Rows are gathered in plain
+/// vectors and turned into Arrow arrays column by column at the end.
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    /// `record_key`, `key_passport`, `key_name_dob`: 32 bytes a row, zeros
+    /// where a key is missing.
+    keys: [Vec<u8>; 3],
+    /// Whether `key_passport` and `key_name_dob` are present.
+    present: [Vec<bool>; 2],
+    event_month: Vec<Period>,
+    age_band: Vec<Option<&'static str>>,
+    cols: Vec<Col>,
+}
+
+enum Col {
+    Text(Vec<Option<&'static str>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl BatchBuilder {
+    /// A builder for about `n` rows of `form`.
+    pub fn new(form: Form, n: usize) -> Self {
+        let cols = form
+            .schema()
+            .kept_columns()
+            .map(|c| match c.role {
+                Role::YesNo => Col::Bool(Vec::with_capacity(n)),
+                _ => Col::Text(Vec::with_capacity(n)),
+            })
+            .collect();
+        BatchBuilder {
+            schema: arrow_schema(form),
+            keys: std::array::from_fn(|_| Vec::with_capacity(n * 32)),
+            present: std::array::from_fn(|_| Vec::with_capacity(n)),
+            event_month: Vec::with_capacity(n),
+            age_band: Vec::with_capacity(n),
+            cols,
         }
-        match r.key_name_dob {
-            Some(k) => key_name_dob.append_value(k)?,
-            None => key_name_dob.append_null(),
+    }
+
+    /// Appends one row; `values` are the kept columns' values in order.
+    pub fn push(
+        &mut self,
+        record_key: &[u8; 32],
+        key_passport: Option<&[u8; 32]>,
+        key_name_dob: Option<&[u8; 32]>,
+        event_month: Period,
+        age_band: Option<&'static str>,
+        values: impl IntoIterator<Item = Value>,
+    ) -> Result<()> {
+        self.keys[0].extend_from_slice(record_key);
+        for (i, key) in [key_passport, key_name_dob].into_iter().enumerate() {
+            self.keys[i + 1].extend_from_slice(key.unwrap_or(&[0; 32]));
+            self.present[i].push(key.is_some());
         }
-        // Rows of one drop nearly always share a month: format it once.
-        if month_text.0 != Some(r.event_month) {
-            month_text = (Some(r.event_month), r.event_month.to_string());
-        }
-        event_month.append_value(&month_text.1);
-        age_band.append_option(r.age_band);
-        for (col, v) in cols.iter_mut().zip(&r.values) {
+        self.event_month.push(event_month);
+        self.age_band.push(age_band);
+        for (col, v) in self.cols.iter_mut().zip(values) {
             match (col, v) {
-                (Col::Text(b), Value::Text(t)) => b.append_option(*t),
-                (Col::Bool(b), Value::Bool(x)) => b.append_option(*x),
+                (Col::Text(c), Value::Text(t)) => c.push(t),
+                (Col::Bool(c), Value::Bool(x)) => c.push(x),
                 _ => unreachable!("values follow the schema's kept columns"),
             }
         }
+        Ok(())
     }
-    let mut arrays: Vec<ArrayRef> = vec![
-        Arc::new(record_key.finish()),
-        Arc::new(key_passport.finish()),
-        Arc::new(key_name_dob.finish()),
-        Arc::new(event_month.finish()),
-        Arc::new(age_band.finish()),
-    ];
-    for col in cols {
-        arrays.push(match col {
-            Col::Text(mut b) => Arc::new(b.finish()),
-            Col::Bool(mut b) => Arc::new(b.finish()),
-        });
+
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        self.event_month.len()
     }
-    Ok(RecordBatch::try_new(schema, arrays)?)
+
+    /// Whether no row was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch of the rows appended.
+    pub fn finish(self) -> Result<RecordBatch> {
+        let BatchBuilder {
+            schema,
+            keys: [record_key, key_passport, key_name_dob],
+            present: [passport_present, name_dob_present],
+            event_month,
+            age_band,
+            cols,
+        } = self;
+        let key = |bytes: Vec<u8>, present: Option<&[bool]>| -> Result<ArrayRef> {
+            let nulls = present
+                .and_then(|p| validity(p.len(), |i| p[i]))
+                .map(|mut b| b.finish().into());
+            Ok(Arc::new(FixedSizeBinaryArray::try_new(
+                32,
+                bytes.into(),
+                nulls,
+            )?))
+        };
+        // Rows of one drop nearly always share a month: it is formatted
+        // once per run of equal months.
+        let mut month: (Option<Period>, String) = (None, String::new());
+        let mut offsets = OffsetBufferBuilder::<i32>::new(event_month.len());
+        let mut bytes: Vec<u8> = Vec::with_capacity(event_month.len() * 7);
+        for m in &event_month {
+            if month.0 != Some(*m) {
+                month = (Some(*m), m.to_string());
+            }
+            bytes.extend_from_slice(month.1.as_bytes());
+            offsets.push_length(month.1.len());
+        }
+        let months = StringArray::try_new(offsets.finish(), bytes.into(), None)?;
+        let mut arrays: Vec<ArrayRef> = vec![
+            key(record_key, None)?,
+            key(key_passport, Some(&passport_present))?,
+            key(key_name_dob, Some(&name_dob_present))?,
+            Arc::new(months),
+            strings(&age_band)?,
+        ];
+        for col in cols {
+            arrays.push(match col {
+                Col::Text(v) => strings(&v)?,
+                Col::Bool(v) => Arc::new(BooleanArray::new(
+                    bits(v.len(), |i| v[i] == Some(true)).finish(),
+                    validity(v.len(), |i| v[i].is_some()).map(|mut b| b.finish().into()),
+                )),
+            });
+        }
+        Ok(RecordBatch::try_new(schema, arrays)?)
+    }
+}
+
+/// `n` bits, packed eight at a time.
+fn bits(n: usize, mut bit: impl FnMut(usize) -> bool) -> BooleanBufferBuilder {
+    let mut packed = vec![0u8; n.div_ceil(8)];
+    for (i, byte) in packed.iter_mut().enumerate() {
+        for j in 0..8.min(n - i * 8) {
+            *byte |= (bit(i * 8 + j) as u8) << j;
+        }
+    }
+    let mut b = BooleanBufferBuilder::new(n);
+    b.append_packed_range(0..n, &packed);
+    b
+}
+
+/// The validity bits of `n` values, `None` when every value is present (as
+/// Arrow's array builders leave it).
+fn validity(n: usize, mut present: impl FnMut(usize) -> bool) -> Option<BooleanBufferBuilder> {
+    (0..n).any(|i| !present(i)).then(|| bits(n, present))
+}
+
+/// A string array of optional values.
+fn strings<S: AsRef<str>>(values: &[Option<S>]) -> Result<ArrayRef> {
+    let mut offsets = OffsetBufferBuilder::<i32>::new(values.len());
+    let mut bytes: Vec<u8> = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        let s = v.as_ref().map_or("", |s| s.as_ref());
+        bytes.extend_from_slice(s.as_bytes());
+        offsets.push_length(s.len());
+    }
+    Ok(Arc::new(StringArray::try_new(
+        offsets.finish(),
+        bytes.into(),
+        validity(values.len(), |i| values[i].is_some()).map(|mut b| b.finish().into()),
+    )?))
 }
 
 /// Pinned writer settings: the same records give the same bytes.
-fn writer_properties(meta: &DropMeta) -> WriterProperties {
+/// `key_values` is the file's key-value metadata.
+fn writer_properties(key_values: Vec<KeyValue>) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("safetally {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(Some(meta.to_key_values()));
+        .set_key_value_metadata(Some(key_values));
     // Keys are uniformly random bytes: a dictionary, compression or min/max
     // statistics cost time and buy nothing.
     for key in KEY_COLUMNS {
@@ -241,6 +362,110 @@ fn writer_properties(meta: &DropMeta) -> WriterProperties {
             .set_column_statistics_enabled(col, EnabledStatistics::None);
     }
     builder.build()
+}
+
+/// Metadata entries known only once every row is coded: they come last,
+/// before the Arrow schema, in [`DropMeta::to_key_values`]'s order.
+const LATE_KEYS: [&str; 3] = ["created", "rows", "rejected_rows"];
+
+/// Writes a drop batch by batch, so batches are encoded while later rows
+/// are still being coded. The file is a temporary one until
+/// [`finish`](Self::finish) names it; dropped unfinished, it is removed.
+/// The bytes are those [`write`] gives for the same batches.
+pub struct DropWriter {
+    dir: PathBuf,
+    form: Form,
+    tmp: tempfile::NamedTempFile,
+    writer: ArrowWriter<File>,
+}
+
+impl DropWriter {
+    /// Starts a drop of `form` in `dir`. `meta`'s `created`, `rows` and
+    /// `rejected_rows` are not used: [`finish`](Self::finish) takes them.
+    pub fn create(dir: &Path, meta: &DropMeta) -> Result<Self> {
+        let tmp = temp_file_in(dir)?;
+        // The metadata the writer knows now; the rest, and the Arrow schema
+        // the writer would otherwise put last, are appended at the end.
+        let early: Vec<KeyValue> = meta
+            .to_key_values()
+            .into_iter()
+            .filter(|kv| {
+                !LATE_KEYS
+                    .iter()
+                    .any(|k| kv.key.strip_prefix(META_PREFIX) == Some(*k))
+            })
+            .collect();
+        let options = ArrowWriterOptions::new()
+            .with_properties(writer_properties(early))
+            .with_skip_arrow_metadata(true);
+        let writer = ArrowWriter::try_new_with_options(
+            tmp.as_file()
+                .try_clone()
+                .map_err(|e| Error::io("cannot write the drop", e))?,
+            arrow_schema(meta.form),
+            options,
+        )?;
+        Ok(DropWriter {
+            dir: dir.to_path_buf(),
+            form: meta.form,
+            tmp,
+            writer,
+        })
+    }
+
+    /// Encodes one batch (rows in input order).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.writer.write(batch)?)
+    }
+
+    /// Completes the file with `meta` (which must be the one given to
+    /// [`create`](Self::create) but for `created`, `rows` and
+    /// `rejected_rows`), syncs it and renames it to the drop's name. Without
+    /// `overwrite` an existing drop is never replaced.
+    pub fn finish(mut self, meta: &DropMeta, overwrite: bool) -> Result<PathBuf> {
+        debug_assert_eq!(meta.form, self.form);
+        let target = self.dir.join(meta.file_name());
+        if !overwrite && target.exists() {
+            return Err(Error::Usage(format!(
+                "{} already exists: use --force to replace it",
+                target.display()
+            )));
+        }
+        for kv in meta.to_key_values() {
+            if LATE_KEYS
+                .iter()
+                .any(|k| kv.key.strip_prefix(META_PREFIX) == Some(*k))
+            {
+                self.writer.append_key_value_metadata(kv);
+            }
+        }
+        self.writer.append_key_value_metadata(KeyValue::new(
+            ARROW_SCHEMA_META_KEY.to_string(),
+            encode_arrow_schema(&arrow_schema(self.form)),
+        ));
+        self.writer.close()?;
+        let DropWriter { dir, tmp, .. } = self;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("cannot sync the drop to disk", e))?;
+        let persisted = if overwrite {
+            tmp.persist(&target).map_err(|e| e.error)
+        } else {
+            tmp.persist_noclobber(&target).map_err(|e| e.error)
+        };
+        persisted.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Usage(format!(
+                    "{} already exists: use --force to replace it",
+                    target.display()
+                ))
+            } else {
+                Error::io(format!("cannot write {}", target.display()), e)
+            }
+        })?;
+        sync_dir(&dir);
+        Ok(target)
+    }
 }
 
 /// Writes a drop into `dir` atomically: a temporary file in the same
@@ -259,40 +484,11 @@ pub fn write(
             target.display()
         )));
     }
-    let tmp = temp_file_in(dir)?;
-    {
-        let mut writer = ArrowWriter::try_new(
-            tmp.as_file()
-                .try_clone()
-                .map_err(|e| Error::io("cannot write the drop", e))?,
-            arrow_schema(meta.form),
-            Some(writer_properties(meta)),
-        )?;
-        for batch in batches {
-            writer.write(batch)?;
-        }
-        writer.close()?;
+    let mut writer = DropWriter::create(dir, meta)?;
+    for batch in batches {
+        writer.write(batch)?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("cannot sync the drop to disk", e))?;
-    let persisted = if overwrite {
-        tmp.persist(&target).map_err(|e| e.error)
-    } else {
-        tmp.persist_noclobber(&target).map_err(|e| e.error)
-    };
-    persisted.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::Usage(format!(
-                "{} already exists: use --force to replace it",
-                target.display()
-            ))
-        } else {
-            Error::io(format!("cannot write {}", target.display()), e)
-        }
-    })?;
-    sync_dir(dir);
-    Ok(target)
+    writer.finish(meta, overwrite)
 }
 
 /// A temporary file in `dir` (same file system as the target, so the final

@@ -64,6 +64,299 @@ impl RawFormat {
     }
 }
 
+/// A raw file opened for pseudonymising. A CSV body without `"` (so no
+/// cell can hold a line break or a separator) stays as bytes, split into
+/// spans at line breaks, each parsed by the worker that codes it: the rows
+/// are never all held at once. Other bodies are read into rows.
+#[derive(Debug)]
+pub struct RawFile {
+    /// Header cells as written (trimmed, BOM removed).
+    pub header: Vec<String>,
+    /// The data rows.
+    pub body: Body,
+}
+
+/// The data rows of a [`RawFile`].
+#[derive(Debug)]
+pub enum Body {
+    /// Rows already read (XLSX, or CSV with quotes).
+    Rows(Vec<RawRow>),
+    /// A CSV body with no `"`, still as bytes.
+    Text(TextBody),
+}
+
+/// A quote-free CSV body: `bytes[start..]`, whose first line is line
+/// `before + 1`.
+#[derive(Debug)]
+pub struct TextBody {
+    bytes: Vec<u8>,
+    start: usize,
+    before: u64,
+    delimiter: u8,
+}
+
+/// A piece of a [`TextBody`] that ends at a line break (or the end).
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    start: usize,
+    end: usize,
+    /// Line breaks before `start`.
+    before: u64,
+}
+
+impl Span {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+impl TextBody {
+    /// Splits the body into spans of about `step` bytes, each ending at a
+    /// line break, with the number of lines before each.
+    pub fn spans(&self, step: usize) -> Vec<Span> {
+        use rayon::prelude::*;
+        let bytes = &self.bytes;
+        let mut bounds = vec![self.start];
+        while *bounds.last().expect("one") < bytes.len() {
+            let from = (*bounds.last().expect("one") + step.max(1)).min(bytes.len());
+            let end = bytes[from..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| from + i + 1);
+            bounds.push(end);
+        }
+        let newlines: Vec<u64> = bounds
+            .par_windows(2)
+            .map(|w| bytes[w[0]..w[1]].iter().filter(|c| **c == b'\n').count() as u64)
+            .collect();
+        let mut before = self.before;
+        bounds
+            .windows(2)
+            .zip(newlines)
+            .map(|(w, n)| {
+                let span = Span {
+                    start: w[0],
+                    end: w[1],
+                    before,
+                };
+                before += n;
+                span
+            })
+            .collect()
+    }
+
+    /// Calls `f` with each non-blank row of a span, in order, as the csv
+    /// crate would read it: a record ends at `\r`, `\n` or `\r\n`, empty
+    /// lines are skipped, and (no quotes) every separator splits cells.
+    /// Missing trailing cells are blank; extra cells are cut after the
+    /// row is checked for them, as [`read`] does.
+    pub fn for_each_row(&self, span: Span, width: usize, mut f: impl FnMut(TextRow<'_>)) {
+        let bytes = &self.bytes[..span.end];
+        // Usually the whole span is valid UTF-8: checked once, each row is
+        // then a slice of it (rows end at ASCII bytes, so at characters).
+        let valid = std::str::from_utf8(&bytes[span.start..]).ok();
+        let delimiter = self.delimiter;
+        let mut pos = span.start;
+        let mut newlines = span.before;
+        let mut cells: Vec<(u32, u32)> = Vec::with_capacity(width + 1);
+        while pos < bytes.len() {
+            match bytes[pos] {
+                b'\n' => {
+                    newlines += 1;
+                    pos += 1;
+                    continue;
+                }
+                b'\r' => {
+                    pos += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let start = pos;
+            cells.clear();
+            let mut cell_start = pos;
+            loop {
+                pos = find_break(bytes, pos, delimiter);
+                if pos < bytes.len() && bytes[pos] == delimiter {
+                    cells.push(((cell_start - start) as u32, (pos - start) as u32));
+                    pos += 1;
+                    cell_start = pos;
+                } else {
+                    break;
+                }
+            }
+            cells.push(((cell_start - start) as u32, (pos - start) as u32));
+            let line = newlines + 1;
+            let record = &bytes[start..pos];
+            let text = match valid {
+                Some(valid) => Ok(&valid[start - span.start..pos - span.start]),
+                None => std::str::from_utf8(record),
+            };
+            let Ok(text) = text else {
+                f(TextRow {
+                    line,
+                    offset: start as u64,
+                    text: "",
+                    cells: &[],
+                    defect: Some(not_utf8()),
+                });
+                continue;
+            };
+            let cell = |c: &(u32, u32)| &text[c.0 as usize..c.1 as usize];
+            if cells.iter().all(|c| trim(cell(c)).is_empty()) {
+                continue;
+            }
+            let cells_in_row = cells.len();
+            let defect = (cells_in_row > width
+                && cells[width..].iter().any(|c| !trim(cell(c)).is_empty()))
+            .then(|| extra_cells(cells_in_row, width));
+            f(TextRow {
+                line,
+                offset: start as u64,
+                text,
+                cells: &cells[..cells_in_row.min(width)],
+                defect,
+            });
+        }
+    }
+}
+
+/// The first position from `pos` holding the delimiter, `\n` or `\r`, or
+/// the end: eight bytes at a time.
+#[inline]
+fn find_break(bytes: &[u8], mut pos: usize, delimiter: u8) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each zero byte of `x`, and maybe of bytes above the
+    // first zero byte: the lowest bit set is always the first zero byte.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let (d, n, r) = (
+        ONES * delimiter as u64,
+        ONES * b'\n' as u64,
+        ONES * b'\r' as u64,
+    );
+    while let Some(word) = bytes.get(pos..pos + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let found = zero(w ^ d) | zero(w ^ n) | zero(w ^ r);
+        if found != 0 {
+            return pos + (found.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while pos < bytes.len() && !matches!(bytes[pos], b'\n' | b'\r') && bytes[pos] != delimiter {
+        pos += 1;
+    }
+    pos
+}
+
+/// One row of a [`TextBody`].
+pub struct TextRow<'a> {
+    /// Spreadsheet row number.
+    pub line: u64,
+    /// Byte offset of the row in its file: tells rows apart.
+    pub offset: u64,
+    text: &'a str,
+    cells: &'a [(u32, u32)],
+    /// Set when the row cannot be read as text or has extra cells.
+    pub defect: Option<String>,
+}
+
+impl<'a> TextRow<'a> {
+    /// Cell `i`, blank when the row is shorter (or could not be read).
+    #[inline]
+    pub fn cell(&self, i: usize) -> &'a str {
+        self.cells
+            .get(i)
+            .map_or("", |c| &self.text[c.0 as usize..c.1 as usize])
+    }
+}
+
+/// `str::trim`, faster for the ASCII white space around most cells.
+#[inline]
+pub fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
+    let mut a = 0;
+    while a < b.len() && ws(b[a]) {
+        a += 1;
+    }
+    let mut z = b.len();
+    while z > a && ws(b[z - 1]) {
+        z -= 1;
+    }
+    let s = &s[a..z];
+    // Other white space is not ASCII.
+    if s.as_bytes().first().is_some_and(|c| *c >= 0x80)
+        || s.as_bytes().last().is_some_and(|c| *c >= 0x80)
+    {
+        s.trim()
+    } else {
+        s
+    }
+}
+
+fn not_utf8() -> String {
+    "the row is not UTF-8 text; in Excel use File > Save As > CSV UTF-8 (Comma delimited)"
+        .to_string()
+}
+
+fn extra_cells(cells_in_row: usize, width: usize) -> String {
+    format!(
+        "the row has {cells_in_row} cells but the header has {width}; check for an unquoted \
+         separator"
+    )
+}
+
+/// Opens a raw file of either format for pseudonymising.
+pub fn open(path: &Path) -> Result<RawFile> {
+    match RawFormat::of(path)? {
+        RawFormat::Csv => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            open_csv_bytes(bytes, path)
+        }
+        RawFormat::Xlsx => {
+            let t = read_xlsx(path)?;
+            Ok(RawFile {
+                header: t.header,
+                body: Body::Rows(t.rows),
+            })
+        }
+    }
+}
+
+/// As [`read_csv_bytes`], keeping a quote-free body as bytes.
+pub fn open_csv_bytes(mut bytes: Vec<u8>, path: &Path) -> Result<RawFile> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    let (header, body) = read_header(&bytes, path)?;
+    let delimiter = sniff_delimiter(&bytes);
+    let before = bytes[..body].iter().filter(|b| **b == b'\n').count() as u64;
+    if bytes[body..].contains(&b'"') {
+        let rows = parse_body(&bytes, body, delimiter, header.len(), path, PARALLEL_FROM)?;
+        return Ok(RawFile {
+            header,
+            body: Body::Rows(rows),
+        });
+    }
+    Ok(RawFile {
+        header,
+        body: Body::Text(TextBody {
+            bytes,
+            start: body,
+            before,
+            delimiter,
+        }),
+    })
+}
+
 /// Reads a raw file of either format.
 pub fn read(path: &Path) -> Result<RawTable> {
     match RawFormat::of(path)? {
@@ -90,6 +383,14 @@ fn sniff_delimiter(bytes: &[u8]) -> u8 {
 /// Reads CSV bytes. `path` is used in messages only.
 pub fn read_csv_bytes(bytes: &[u8], path: &Path) -> Result<RawTable> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let (header, body) = read_header(bytes, path)?;
+    let delimiter = sniff_delimiter(bytes);
+    let rows = parse_body(bytes, body, delimiter, header.len(), path, PARALLEL_FROM)?;
+    Ok(RawTable { header, rows })
+}
+
+/// The header cells and where the body starts (BOM already removed).
+fn read_header(bytes: &[u8], path: &Path) -> Result<(Vec<String>, usize)> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sniff_delimiter(bytes))
         .has_headers(false)
@@ -121,10 +422,8 @@ pub fn read_csv_bytes(bytes: &[u8], path: &Path) -> Result<RawTable> {
                 })
         })
         .collect::<Result<_>>()?;
-    let delimiter = sniff_delimiter(bytes);
     let body = records.reader().position().byte() as usize;
-    let rows = parse_body(bytes, body, delimiter, header.len(), path, PARALLEL_FROM)?;
-    Ok(RawTable { header, rows })
+    Ok((header, body))
 }
 
 /// Bodies larger than this are parsed in parallel when they hold no quote.
@@ -204,23 +503,13 @@ fn parse_rows(
         let cells_in_row = record.len();
         let (mut cells, mut defect) = match csv::StringRecord::from_byte_record(record) {
             Ok(r) => (r, None),
-            Err(_) => (
-                csv::StringRecord::new(),
-                Some(
-                    "the row is not UTF-8 text; in Excel use File > Save As > CSV UTF-8 \
-                     (Comma delimited)"
-                        .to_string(),
-                ),
-            ),
+            Err(_) => (csv::StringRecord::new(), Some(not_utf8())),
         };
         if defect.is_none() && cells.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
         if cells_in_row > width && cells.iter().skip(width).any(|c| !c.trim().is_empty()) {
-            defect = Some(format!(
-                "the row has {cells_in_row} cells but the header has {width}; check for an \
-                 unquoted separator"
-            ));
+            defect = Some(extra_cells(cells_in_row, width));
         }
         fit(&mut cells, width);
         rows.push(RawRow {
@@ -404,6 +693,59 @@ mod tests {
         let t = read_csv_bytes(bytes, p).unwrap();
         assert_eq!(t.rows.len(), one.len());
         assert_eq!(t.rows[0].line, 3, "row 2 is blank");
+    }
+
+    /// The rows of a file as [`open`] gives them to the pseudonymiser.
+    fn opened_rows(bytes: &[u8], step: usize) -> Vec<(u64, Vec<String>, Option<String>)> {
+        let f = open_csv_bytes(bytes.to_vec(), Path::new("x.csv")).unwrap();
+        let width = f.header.len();
+        let Body::Text(text) = f.body else {
+            panic!("a quote-free body stays text")
+        };
+        let mut rows = Vec::new();
+        for span in text.spans(step) {
+            text.for_each_row(span, width, |r| {
+                let cells = (0..width).map(|i| r.cell(i).to_string()).collect();
+                rows.push((r.line, cells, r.defect));
+            });
+        }
+        rows
+    }
+
+    #[test]
+    fn text_bodies_give_the_rows_the_csv_reader_gives() {
+        let mut text: Vec<u8> = b"\xEF\xBB\xBFa;b;c\r\n".to_vec();
+        let endings: [&[u8]; 5] = [b"\n", b"\r\n", b"\r", b"\r\n\r\n", b"\n\r\n"];
+        for i in 0..3000 {
+            let row: Vec<u8> = match i % 11 {
+                0 => b"".to_vec(),
+                1 => format!("x{i};y;z;extra").into_bytes(),
+                2 => format!("x{i};y;z; \t").into_bytes(),
+                3 => b" ; \x0b;\xC2\xA0".to_vec(),
+                4 => [format!("x{i};").as_bytes(), b"\xE9t\xE9"].concat(),
+                5 => vec![b'x', 0xE9, b';', b'1'],
+                6 => format!("x{i}").into_bytes(),
+                7 => format!(";;;;x{i}").into_bytes(),
+                8 => format!("\u{a0}x{i}\u{2003};\u{a0};").into_bytes(),
+                _ => format!("x{i};é{i};").into_bytes(),
+            };
+            text.extend(row);
+            text.extend(endings[i % endings.len()]);
+        }
+        text.extend(b"last;row");
+        let table = read_csv_bytes(&text, Path::new("x.csv")).unwrap();
+        let expected: Vec<(u64, Vec<String>, Option<String>)> = table
+            .rows
+            .iter()
+            .map(|r| {
+                let cells = (0..3).map(|i| r.cells.get(i).unwrap_or("").to_string());
+                (r.line, cells.collect(), r.defect.clone())
+            })
+            .collect();
+        assert!(expected.len() > 2000);
+        for step in [1, 100, 4096, usize::MAX / 2] {
+            assert_eq!(opened_rows(&text, step), expected, "spans of {step} bytes");
+        }
     }
 
     #[test]

@@ -171,7 +171,10 @@ pub struct CodeList {
     pub codes: Vec<&'static str>,
     /// Every accepted spelling, squashed, with its code. Lists are short:
     /// a scan without allocation beats hashing.
-    lookup: Vec<(String, &'static str)>,
+    lookup: Vec<(String, usize)>,
+    /// The ASCII spellings of at most 24 bytes, zero-padded into three
+    /// words, in a table where no two share a slot (see [`Slots`]).
+    short: Slots,
     /// Accepted spellings per code, for docs and messages.
     pub spellings: Vec<Vec<String>>,
 }
@@ -180,8 +183,56 @@ impl CodeList {
     /// Looks a raw value up: case, spaces, `_` and `-` do not matter.
     /// Returns `None` for a value not on the list.
     pub fn lookup(&self, raw: &str) -> Option<&'static str> {
-        // Fast path for short ASCII values, the usual case: squash into a
-        // buffer on the stack.
+        self.lookup_index(raw).map(|i| self.codes[i])
+    }
+
+    /// As [`lookup`](Self::lookup), the code's index in [`codes`](Self::codes).
+    pub fn lookup_index(&self, raw: &str) -> Option<usize> {
+        // Fast path for short ASCII values, the usual case: squash into
+        // three words (a value holding a zero byte or longer than 24 bytes
+        // takes the general path).
+        let bytes = raw.as_bytes();
+        if bytes.len() <= 8 {
+            // Eight bytes at a time: plain letters and digits need no
+            // squashing, only lower-casing.
+            let mut w = 0u64;
+            for (i, b) in bytes.iter().enumerate() {
+                w |= (*b as u64) << (8 * i);
+            }
+            let used = if bytes.len() == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * bytes.len())) - 1
+            };
+            let separators = [b' ', b'_', b'-', b'.', b'\t']
+                .iter()
+                .fold(0, |m, sep| m | zero_bytes(w ^ (ONES * *sep as u64)));
+            if (zero_bytes(w) | w | separators) & HIGH & used == 0 {
+                return self.short.get([ascii_lower(w), 0, 0]);
+            }
+        }
+        if bytes.len() <= 24 {
+            // The words are kept in registers (an array written a byte at a
+            // time and then read whole stalls the processor).
+            let (mut k0, mut k1, mut k2) = (0u64, 0u64, 0u64);
+            let mut n = 0;
+            let mut plain = true;
+            for &b in bytes {
+                plain &= b != 0 && b < 0x80;
+                if !is_separator(b as char) {
+                    let v = (b.to_ascii_lowercase() as u64) << (8 * (n % 8));
+                    match n / 8 {
+                        0 => k0 |= v,
+                        1 => k1 |= v,
+                        _ => k2 |= v,
+                    }
+                    n += 1;
+                }
+            }
+            if plain {
+                return self.short.get([k0, k1, k2]);
+            }
+        }
         let mut buf = [0u8; 48];
         if raw.is_ascii() && raw.len() <= buf.len() {
             let mut n = 0;
@@ -207,6 +258,88 @@ impl CodeList {
     /// A short description of the accepted values for messages.
     pub fn accepted(&self) -> String {
         self.codes.join(", ")
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each zero byte of `x` (and perhaps of bytes above the
+/// first zero byte: whether there is one is exact).
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+/// Eight ASCII bytes with their capital letters lower-cased.
+fn ascii_lower(w: u64) -> u64 {
+    let low = w & !HIGH;
+    let from_a = low + ONES * (0x80 - b'A' as u64);
+    let past_z = low + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = (from_a ^ past_z) & !w & HIGH;
+    w | (upper >> 2)
+}
+
+/// A code list's short spellings (three words each) in a table of a
+/// power-of-two size, where a multiplier chosen when the list is loaded
+/// puts each in a slot of its own: a lookup compares one entry.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Words and code index; an empty slot has index `usize::MAX`.
+    table: Vec<([u64; 3], usize)>,
+    multiplier: u64,
+    shift: u32,
+}
+
+impl Slots {
+    #[inline]
+    fn slot(words: [u64; 3], multiplier: u64, shift: u32) -> usize {
+        let mixed = words[0] ^ words[1].rotate_left(21) ^ words[2].rotate_left(42);
+        (mixed.wrapping_mul(multiplier) >> shift) as usize
+    }
+
+    fn new(entries: &[([u64; 3], usize)]) -> Self {
+        let mut bits = (entries.len() * 2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let mut multiplier: u64 = 0x9E37_79B9_7F4A_7C15;
+        for attempt in 1.. {
+            let shift = 64 - bits;
+            let mut table = vec![([0; 3], usize::MAX); 1 << bits];
+            let fits = entries.iter().all(|(words, code)| {
+                let slot = &mut table[Self::slot(*words, multiplier, shift)];
+                let free = slot.1 == usize::MAX;
+                *slot = (*words, *code);
+                free
+            });
+            if fits {
+                return Slots {
+                    table,
+                    multiplier,
+                    shift,
+                };
+            }
+            // The next odd multiplier (a splitmix step); a larger table now
+            // and then.
+            multiplier = (multiplier ^ (multiplier >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1;
+            if attempt % 64 == 0 {
+                bits += 1;
+            }
+        }
+        unreachable!("some table has a slot for each spelling")
+    }
+
+    /// The code of these words. The words are compared one by one: the
+    /// key is built in registers, and reading it back from memory as a
+    /// whole (as an array comparison does) stalls the processor.
+    #[inline]
+    fn get(&self, [k0, k1, k2]: [u64; 3]) -> Option<usize> {
+        let (w, code) = &self.table[Self::slot([k0, k1, k2], self.multiplier, self.shift)];
+        if *code != usize::MAX && w[0] == k0 && w[1] == k1 && w[2] == k2 {
+            Some(*code)
+        } else {
+            None
+        }
     }
 }
 
@@ -273,8 +406,10 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
                 name: name.clone(),
                 codes: Vec::new(),
                 lookup: Vec::new(),
+                short: Slots::default(),
                 spellings: Vec::new(),
             };
+            let mut short = Vec::new();
             let toml::Value::Table(table) = table else {
                 panic!("codes.toml: {name} is not a table")
             };
@@ -292,16 +427,25 @@ static CODE_LISTS: LazyLock<HashMap<String, CodeList>> = LazyLock::new(|| {
                 );
                 for s in &spellings {
                     let squashed = squash(s);
+                    let index = list.codes.len() - 1;
                     assert!(
                         list.lookup
                             .iter()
-                            .all(|(k, c)| *k != squashed || *c == code),
+                            .all(|(k, c)| *k != squashed || *c == index),
                         "codes.toml: '{s}' is on two codes of list {name}"
                     );
-                    list.lookup.push((squashed, code));
+                    if squashed.len() <= 24 && squashed.is_ascii() && !squashed.contains('\0') {
+                        let mut words = [0u64; 3];
+                        for (n, b) in squashed.bytes().enumerate() {
+                            words[n / 8] |= (b as u64) << (8 * (n % 8));
+                        }
+                        short.push((words, index));
+                    }
+                    list.lookup.push((squashed, index));
                 }
                 list.spellings.push(spellings);
             }
+            list.short = Slots::new(&short);
             (name, list)
         })
         .collect()
@@ -343,6 +487,60 @@ mod tests {
         assert_eq!(outcome.lookup("maybe"), None);
         assert_eq!(code_list("sex").lookup("F"), Some("female"));
         assert_eq!(code_list("yes_no").lookup("1"), Some("yes"));
+    }
+
+    #[test]
+    fn fast_lookups_agree_with_squashing() {
+        let slow = |list: &CodeList, raw: &str| {
+            let key = squash(raw);
+            list.lookup.iter().find(|(s, _)| *s == key).map(|(_, c)| *c)
+        };
+        let mut values: Vec<String> = Vec::new();
+        for list in CODE_LISTS.values() {
+            for spelling in list.spellings.iter().flatten() {
+                values.push(spelling.clone());
+                values.push(spelling.to_uppercase());
+                values.push(format!(" {}-", spelling.replace(' ', "_")));
+                values.push(format!("{spelling}x"));
+                values.push(spelling[1..].to_string());
+            }
+        }
+        for v in [
+            "",
+            "-",
+            "Y",
+            "y\0",
+            "\0",
+            "YES",
+            "yEs.",
+            "n o",
+            "1",
+            "01",
+            "ü",
+            "Ja",
+            "true ",
+            "@",
+            "[",
+            "`",
+            "Z",
+            "z",
+            "{",
+            "NOTIDENTIFIED",
+            "not identified!",
+            "abcdefgh",
+            "abcdefghi",
+            "declined\t",
+            "prefer not to say",
+            "PREFER-NOT-TO-SAY-AT-ALL-EVER",
+            "\u{212A}",
+        ] {
+            values.push(v.to_string());
+        }
+        for list in CODE_LISTS.values() {
+            for v in &values {
+                assert_eq!(list.lookup_index(v), slow(list, v), "{} {v:?}", list.name);
+            }
+        }
     }
 
     #[test]

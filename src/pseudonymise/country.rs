@@ -104,6 +104,41 @@ fn squashed_key(raw: &str) -> String {
     n.chars().filter(|c| *c != ' ').collect()
 }
 
+/// [`squashed_key`] of a short ASCII word, built in `buf` without
+/// allocating; `None` for other words. For ASCII, normalising keeps the
+/// letters and digits (lower-cased) of each word, a word being a run of
+/// them between other characters (apostrophes do not split words).
+fn squashed_ascii<'b>(raw: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    if !raw.is_ascii() || raw.len() > buf.len() {
+        return None;
+    }
+    let mut n = 0;
+    // The end of the first word, once a second word starts.
+    let mut first_end = None;
+    let mut gap = false;
+    for b in raw.bytes() {
+        if b == b'\'' || b == b'`' {
+            continue;
+        }
+        if b.is_ascii_alphanumeric() {
+            if gap && n > 0 && first_end.is_none() {
+                first_end = Some(n);
+            }
+            gap = false;
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        } else {
+            gap = true;
+        }
+    }
+    let skip = if first_end == Some(3) && &buf[..3] == b"the" {
+        3
+    } else {
+        0
+    };
+    std::str::from_utf8(&buf[skip..n]).ok()
+}
+
 /// Every country of the reference table, sorted by alpha-3 code.
 pub fn countries() -> &'static [Country] {
     &TABLE.countries
@@ -112,15 +147,28 @@ pub fn countries() -> &'static [Country] {
 /// Resolves a raw nationality to its ISO 3166-1 alpha-3 code.
 /// Returns `Ok(None)` for a blank value (unknown).
 pub fn nationality(raw: &str) -> Result<Option<&'static str>, NationalityError> {
+    nationality_index(raw).map(|i| i.map(|i| TABLE.countries[i].alpha3))
+}
+
+/// As [`nationality`], the country's index in [`countries`].
+pub fn nationality_index(raw: &str) -> Result<Option<usize>, NationalityError> {
     if raw.trim().is_empty() {
         return Ok(None);
     }
-    let key = squashed_key(raw);
-    if PLACEHOLDERS.contains(&key.as_str()) {
+    let mut buf = [0u8; 64];
+    let owned;
+    let key = match squashed_ascii(raw, &mut buf) {
+        Some(key) => key,
+        None => {
+            owned = squashed_key(raw);
+            owned.as_str()
+        }
+    };
+    if PLACEHOLDERS.contains(&key) {
         return Err(NationalityError::Placeholder);
     }
-    match TABLE.lookup.get(&key).map(Vec::as_slice) {
-        Some([one]) => Ok(Some(TABLE.countries[*one].alpha3)),
+    match TABLE.lookup.get(key).map(Vec::as_slice) {
+        Some([one]) => Ok(Some(*one)),
         Some(many) if !many.is_empty() => Err(NationalityError::Ambiguous(
             many.iter().map(|i| TABLE.countries[*i].alpha3).collect(),
         )),
@@ -154,6 +202,48 @@ mod tests {
         }
         assert_eq!(nationality(""), Ok(None));
         assert_eq!(nationality("Atlantis"), Err(NationalityError::Unknown));
+    }
+
+    #[test]
+    fn ascii_keys_are_built_as_the_normaliser_builds_them() {
+        let words = [
+            "The Philippines",
+            "the",
+            "The",
+            "thE  gambia ",
+            "Thebes",
+            "the-the",
+            "  The  ",
+            "t'he x",
+            "Côte",
+            "N/A",
+            "Viet Nam",
+            "'the' x",
+            "x the",
+            "",
+            "--",
+            "Lao P.D.R.",
+            "the 1",
+        ];
+        for w in words {
+            let mut buf = [0u8; 64];
+            match squashed_ascii(w, &mut buf) {
+                Some(k) => assert_eq!(k, squashed_key(w), "{w}"),
+                None => assert!(!w.is_ascii(), "{w}"),
+            }
+        }
+        for c in countries() {
+            for w in [c.name, c.alpha2, c.alpha3]
+                .into_iter()
+                .chain(c.aliases.iter().copied())
+                .chain(c.demonyms.iter().copied())
+            {
+                let mut buf = [0u8; 64];
+                if let Some(k) = squashed_ascii(w, &mut buf) {
+                    assert_eq!(k, squashed_key(w), "{w}");
+                }
+            }
+        }
     }
 
     #[test]

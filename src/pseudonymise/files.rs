@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
-use super::{Input, Period, Problem, Pseudonymiser};
+use super::{Period, Problem, Pseudonymiser, Source};
 use crate::drop::{self, DropMeta, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::key::TaskForceKey;
@@ -89,16 +89,34 @@ impl Job {
                 if !p.is_file() {
                     return Err(Error::Usage(format!("{}: no such file", p.display())));
                 }
-                Ok(Input {
+                Ok(Source {
                     name: p
                         .file_name()
                         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
-                    table: raw::read(p)?,
+                    file: raw::open(p)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let p = Pseudonymiser::new(key, self.form, &self.org, self.period, self.today);
-        let outcome = p.run_batches(&inputs)?;
+        let mut meta = DropMeta {
+            format_version: FORMAT_VERSION.to_string(),
+            form: self.form,
+            schema_version: self.form.schema().version,
+            org: self.org.clone(),
+            period: self.period,
+            key_fingerprint: key.fingerprint(),
+            normaliser_version: NORMALISER_VERSION.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            // Known once every row is coded.
+            created: String::new(),
+            rows: 0,
+            rejected_rows: 0,
+        };
+        // The drop is written while rows are coded, to a temporary file
+        // that is dropped (removed) if rows are rejected without
+        // --allow-rejects.
+        let (writer, outcome) =
+            p.run_into(&inputs, || drop::DropWriter::create(&self.out_dir, &meta))?;
         let mut result = JobOutcome {
             drop: None,
             rejects_report: None,
@@ -121,25 +139,10 @@ impl Job {
                 return Ok(result);
             }
         }
-        let meta = DropMeta {
-            format_version: FORMAT_VERSION.to_string(),
-            form: self.form,
-            schema_version: self.form.schema().version,
-            org: self.org.clone(),
-            period: self.period,
-            key_fingerprint: key.fingerprint(),
-            normaliser_version: NORMALISER_VERSION.to_string(),
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            created: drop::created_now(),
-            rows: outcome.rows as u64,
-            rejected_rows: outcome.rejected_rows as u64,
-        };
-        result.drop = Some(drop::write(
-            &self.out_dir,
-            &meta,
-            &outcome.batches,
-            self.force,
-        )?);
+        meta.created = drop::created_now();
+        meta.rows = outcome.rows as u64;
+        meta.rejected_rows = outcome.rejected_rows as u64;
+        result.drop = Some(writer.finish(&meta, self.force)?);
         Ok(result)
     }
 }

@@ -25,7 +25,10 @@ pub fn encode_fields(mac: &mut Hmac<Sha256>, fields: &[&[u8]]) {
 /// once so each key costs only the message's hashing.
 #[derive(Clone)]
 pub struct Keyer {
-    base: Hmac<Sha256>,
+    /// The keyed state with each rule's name and version already fed.
+    passport: Hmac<Sha256>,
+    name_dob: Hmac<Sha256>,
+    record: Hmac<Sha256>,
 }
 
 /// Version of the passport rule.
@@ -38,18 +41,28 @@ pub const RECORD_RULE: (&str, &str) = ("record", "1");
 impl Keyer {
     /// A keyer for this key.
     pub fn new(key: &TaskForceKey) -> Self {
+        let base = Hmac::<Sha256>::new_from_slice(key.bytes()).expect("any key length");
+        let rule = |(name, version): (&str, &str)| {
+            let mut mac = base.clone();
+            encode_fields(
+                &mut mac,
+                &[b"safetally", name.as_bytes(), version.as_bytes()],
+            );
+            mac
+        };
         Keyer {
-            base: Hmac::<Sha256>::new_from_slice(key.bytes()).expect("any key length"),
+            passport: rule(PASSPORT_RULE),
+            name_dob: rule(NAME_DOB_RULE),
+            record: rule(RECORD_RULE),
         }
     }
 
-    fn rule(&self, (name, version): (&str, &str), fields: &[&[u8]]) -> Digest {
-        let mut mac = self.base.clone();
-        encode_fields(
-            &mut mac,
-            &[b"safetally", name.as_bytes(), version.as_bytes()],
-        );
-        encode_fields(&mut mac, fields);
+    fn rule<'a>(rule: &Hmac<Sha256>, fields: impl IntoIterator<Item = &'a [u8]>) -> Digest {
+        let mut mac = rule.clone();
+        for f in fields {
+            mac.update(&(f.len() as u32).to_be_bytes());
+            mac.update(f);
+        }
         mac.finalize().into_bytes().into()
     }
 
@@ -57,28 +70,35 @@ impl Keyer {
     /// Passport numbers are unique only within a country, so both are needed.
     pub fn passport(&self, passport: Option<&str>, nationality: Option<&str>) -> Option<Digest> {
         let (p, n) = (passport?, nationality?);
-        Some(self.rule(PASSPORT_RULE, &[p.as_bytes(), n.as_bytes()]))
+        Some(Self::rule(&self.passport, [p.as_bytes(), n.as_bytes()]))
     }
 
     /// `name_dob` v1: the full date of birth (`YYYY-MM-DD`), then the sorted
     /// name tokens, each a field of its own.
     pub fn name_dob(&self, tokens: &[String], dob: Option<&str>) -> Option<Digest> {
+        self.name_dob_of(tokens.iter().map(String::as_str), dob)
+    }
+
+    /// [`name_dob`](Self::name_dob) of tokens given in sorted order.
+    pub fn name_dob_of<'a>(
+        &self,
+        tokens: impl ExactSizeIterator<Item = &'a str>,
+        dob: Option<&'a str>,
+    ) -> Option<Digest> {
         let dob = dob?;
-        if tokens.is_empty() {
+        if tokens.len() == 0 {
             return None;
         }
-        let mut fields: Vec<&[u8]> = Vec::with_capacity(tokens.len() + 1);
-        fields.push(dob.as_bytes());
-        fields.extend(tokens.iter().map(|t| t.as_bytes()));
-        Some(self.rule(NAME_DOB_RULE, &fields))
+        let fields = std::iter::once(dob.as_bytes()).chain(tokens.map(str::as_bytes));
+        Some(Self::rule(&self.name_dob, fields))
     }
 
     /// `record` v1: form, org and the normalised reference. A later drop's
     /// record with the same key corrects the earlier one.
     pub fn record(&self, form: &str, org: &str, reference: &str) -> Digest {
-        self.rule(
-            RECORD_RULE,
-            &[form.as_bytes(), org.as_bytes(), reference.as_bytes()],
+        Self::rule(
+            &self.record,
+            [form.as_bytes(), org.as_bytes(), reference.as_bytes()],
         )
     }
 }

@@ -10,20 +10,23 @@ pub mod files;
 pub mod matchkeys;
 pub mod normalise;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arrow_array::RecordBatch;
 use chrono::{Datelike, NaiveDate};
-use rayon::prelude::*;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
+use crate::drop::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::key::TaskForceKey;
-use crate::raw::RawTable;
-use crate::schema::{Form, Role, Schema, code_list, squash};
+use crate::raw::{Body, RawFile, RawRow, RawTable, Span, TextBody};
+use crate::schema::{CodeList, Form, Role, Schema, code_list, squash};
 use matchkeys::{Digest, Keyer};
-use normalise::{BirthDate, DateError, PassportError};
+use normalise::{BirthDate, DateError, NameTokens, PassportError};
 
 /// A calendar month, `YYYY-MM`: the period of a drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,15 +184,175 @@ pub struct BatchOutcome {
     pub rejected_rows: usize,
 }
 
-/// Rows coded per chunk: enough to keep both cores busy, small enough to
-/// keep memory flat.
+/// Rows per batch of the drop: the rows read are cut into batches of this
+/// many (counting rejected rows), each batch holding the valid ones.
 const CHUNK_ROWS: usize = 16 * 1024;
+
+/// Bytes of a quote-free CSV body coded per chunk (about 16,000 rows):
+/// enough to keep both cores busy, small enough to keep memory flat.
+const CHUNK_BYTES: usize = 2 << 20;
+
+/// A raw file opened with [`raw::open`], to pseudonymise.
+pub struct Source {
+    /// File name for messages.
+    pub name: String,
+    /// The file's header and rows.
+    pub file: RawFile,
+}
+
+/// Where coded batches go, in input order.
+pub trait BatchSink: Send {
+    /// Takes the next batch.
+    fn write(&mut self, batch: RecordBatch) -> Result<()>;
+}
+
+impl BatchSink for Vec<RecordBatch> {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.push(batch);
+        Ok(())
+    }
+}
+
+impl BatchSink for crate::drop::DropWriter {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        crate::drop::DropWriter::write(self, &batch)
+    }
+}
+
+/// What [`Pseudonymiser::run_into`] found.
+#[derive(Debug)]
+pub struct StreamOutcome {
+    /// Rows coded (written to the sink).
+    pub rows: usize,
+    /// Every problem found, in input order.
+    pub problems: Vec<Problem>,
+    /// Rows that had at least one problem.
+    pub rejected_rows: usize,
+}
+
+/// One input file as the workers see it.
+struct FileView<'a> {
+    name: &'a str,
+    width: usize,
+    map: HeaderMap,
+    body: BodyView<'a>,
+}
+
+enum BodyView<'a> {
+    Rows(&'a [RawRow]),
+    Text(&'a TextBody),
+}
+
+/// A piece of one file's rows, coded by one worker.
+enum Chunk<'a> {
+    Text {
+        file: usize,
+        body: &'a TextBody,
+        span: Span,
+    },
+    Rows {
+        file: usize,
+        /// Index of the first row in the file's rows.
+        first: usize,
+        rows: &'a [RawRow],
+    },
+}
+
+/// The coded rows of one chunk, column by column: no allocation per row.
+struct CodedRows {
+    /// Each coded row's position among the chunk's rows.
+    position: Vec<u32>,
+    record_key: Vec<Digest>,
+    key_passport: Vec<Option<Digest>>,
+    key_name_dob: Vec<Option<Digest>>,
+    event_month: Vec<Period>,
+    age_band: Vec<Option<&'static str>>,
+    /// The kept columns' values, one run per row: 0 for unknown, otherwise
+    /// 1 + the index of the code in its list (or of the country).
+    values: Vec<u16>,
+}
+
+impl CodedRows {
+    fn with_capacity(rows: usize, kept: usize) -> Self {
+        CodedRows {
+            position: Vec::with_capacity(rows),
+            record_key: Vec::with_capacity(rows),
+            key_passport: Vec::with_capacity(rows),
+            key_name_dob: Vec::with_capacity(rows),
+            event_month: Vec::with_capacity(rows),
+            age_band: Vec::with_capacity(rows),
+            values: Vec::with_capacity(rows * kept),
+        }
+    }
+}
+
+/// What a worker made of one chunk.
+struct ChunkOut {
+    file: usize,
+    /// Rows read (blank rows are not rows).
+    rows: usize,
+    coded: CodedRows,
+    problems: Vec<Problem>,
+    rejected: usize,
+    /// Hashes of the rows' normalised references (blank ones left out),
+    /// for the check that each reference is used once.
+    ref_hashes: Vec<u64>,
+}
+
+/// Rows whose reference is used more than once, by file and row identity
+/// (the byte offset of a CSV row, the index of a row read whole), with the
+/// problem to report.
+type Repeats = FxHashMap<(usize, u64), String>;
+
+/// Buffers a worker keeps from row to row.
+#[derive(Default)]
+struct Scratch {
+    reference: String,
+    problems: Vec<(String, String)>,
+    values: Vec<u16>,
+    names: NameTokens,
+    passport: String,
+}
+
+/// The keys and derived values of one valid row (its kept values are in
+/// the worker's [`Scratch`]).
+struct RowKeys {
+    record_key: Digest,
+    key_passport: Option<Digest>,
+    key_name_dob: Option<Digest>,
+    event_month: Period,
+    age_band: Option<&'static str>,
+}
+
+/// How a kept column's value is stored in [`CodedRows::values`].
+#[derive(Clone, Copy)]
+enum Kept {
+    Codes(&'static CodeList),
+    /// 1 + the index of `yes` in the list.
+    YesNo(u16),
+    Nationality,
+}
+
+impl Kept {
+    fn value(self, v: u16) -> Value {
+        let i = (v as usize).checked_sub(1);
+        match self {
+            Kept::Codes(list) => Value::Text(i.map(|i| list.codes[i])),
+            Kept::YesNo(yes) => Value::Bool((v != 0).then_some(v == yes)),
+            Kept::Nationality => Value::Text(i.map(|i| country::countries()[i].alpha3)),
+        }
+    }
+}
 
 /// Turns raw rows into coded records under one key.
 pub struct Pseudonymiser {
     form: Form,
     /// The code list of each schema column, resolved once.
-    lists: Vec<Option<&'static crate::schema::CodeList>>,
+    lists: Vec<Option<&'static CodeList>>,
+    /// How each kept column's value is stored, in drop order.
+    kept: Vec<Kept>,
+    /// The reference column's place in the schema.
+    ref_pos: usize,
     org: String,
     period: Period,
     today: NaiveDate,
@@ -218,9 +381,24 @@ impl Pseudonymiser {
                 _ => None,
             })
             .collect();
+        let schema = form.schema();
+        let kept = schema
+            .kept_columns()
+            .map(|c| match c.role {
+                Role::Nationality => Kept::Nationality,
+                Role::YesNo => {
+                    let list = code_list("yes_no");
+                    let yes = list.codes.iter().position(|c| *c == "yes");
+                    Kept::YesNo(yes.expect("yes_no has yes") as u16 + 1)
+                }
+                _ => Kept::Codes(code_list(c.codes.as_deref().unwrap_or_default())),
+            })
+            .collect();
         Pseudonymiser {
             form,
             lists,
+            kept,
+            ref_pos: schema.position(Role::Reference).unwrap_or(0),
             org: org.to_string(),
             period,
             today,
@@ -294,157 +472,376 @@ impl Pseudonymiser {
     /// Pseudonymises all rows of all inputs. Rows are processed in parallel;
     /// records keep input order.
     pub fn run(&self, inputs: &[Input]) -> Result<Outcome> {
-        let (chunks, problems, rejected_rows) = self.process(inputs, Ok)?;
+        let views = self.views_of_tables(inputs)?;
+        let (Records(records), outcome) = self.run_views(&views, || Ok(Records(Vec::new())))?;
         Ok(Outcome {
-            records: chunks.into_iter().flatten().collect(),
-            problems,
-            rejected_rows,
+            records,
+            problems: outcome.problems,
+            rejected_rows: outcome.rejected_rows,
         })
     }
 
-    /// As [`run`](Self::run), but each chunk of coded rows becomes an Arrow
-    /// batch of the drop in the worker that coded it, so coded records
-    /// never pile up in memory.
+    /// As [`run`](Self::run), but the coded rows become the drop's Arrow
+    /// batches, so coded records never pile up in memory.
     pub fn run_batches(&self, inputs: &[Input]) -> Result<BatchOutcome> {
-        let form = self.form;
-        let (batches, problems, rejected_rows) =
-            self.process(inputs, |coded| crate::drop::to_batch(form, &coded))?;
+        let views = self.views_of_tables(inputs)?;
+        let (batches, outcome) =
+            self.run_views(&views, || Ok(Batches::new(self.form, Vec::new())))?;
         Ok(BatchOutcome {
-            rows: batches.iter().map(|b| b.num_rows()).sum(),
-            batches,
-            problems,
-            rejected_rows,
+            rows: outcome.rows,
+            batches: batches.sink,
+            problems: outcome.problems,
+            rejected_rows: outcome.rejected_rows,
         })
     }
 
-    /// Codes every row in chunks (in parallel, chunk order kept) and hands
-    /// each chunk's valid records to `finish`.
-    fn process<T: Send>(
+    /// Pseudonymises opened files into the drop's batches, handed to a
+    /// sink in input order while later rows are still being coded. Rows
+    /// are read, coded and turned into batches in parallel, a chunk at a
+    /// time, so neither the raw rows nor the coded ones are all held at
+    /// once.
+    ///
+    /// Whether a reference is used twice is known only at the end: when one
+    /// is, the rows are coded again into a new sink from `new_sink` (the
+    /// first is dropped), with those rows rejected.
+    pub fn run_into<S: BatchSink>(
         &self,
-        inputs: &[Input],
-        finish: impl Fn(Vec<Coded>) -> Result<T> + Sync,
-    ) -> Result<(Vec<T>, Vec<Problem>, usize)> {
-        let maps: Vec<HeaderMap> = inputs
+        sources: &[Source],
+        mut new_sink: impl FnMut() -> Result<S>,
+    ) -> Result<(S, StreamOutcome)> {
+        let views = sources
             .iter()
-            .map(|i| self.header_map(&i.name, &i.table.header))
-            .collect::<Result<_>>()?;
-        let rows: Vec<(usize, &crate::raw::RawRow)> = inputs
+            .map(|s| {
+                let body = match &s.file.body {
+                    Body::Rows(rows) => BodyView::Rows(rows),
+                    Body::Text(text) => BodyView::Text(text),
+                };
+                self.view(&s.name, &s.file.header, body)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (batches, outcome) =
+            self.run_views(&views, || Ok(Batches::new(self.form, new_sink()?)))?;
+        Ok((batches.sink, outcome))
+    }
+
+    fn view<'a>(
+        &self,
+        name: &'a str,
+        header: &[String],
+        body: BodyView<'a>,
+    ) -> Result<FileView<'a>> {
+        Ok(FileView {
+            name,
+            width: header.len(),
+            map: self.header_map(name, header)?,
+            body,
+        })
+    }
+
+    fn views_of_tables<'a>(&self, inputs: &'a [Input]) -> Result<Vec<FileView<'a>>> {
+        inputs
+            .iter()
+            .map(|i| self.view(&i.name, &i.table.header, BodyView::Rows(&i.table.rows)))
+            .collect()
+    }
+
+    /// Codes every row into targets from `new_target`: once, or twice when
+    /// a reference is used more than once (see [`run_into`](Self::run_into)).
+    fn run_views<T: Target>(
+        &self,
+        views: &[FileView<'_>],
+        mut new_target: impl FnMut() -> Result<T>,
+    ) -> Result<(T, StreamOutcome)> {
+        let chunks: Vec<Chunk<'_>> = views
             .iter()
             .enumerate()
-            .flat_map(|(f, i)| i.table.rows.iter().map(move |r| (f, r)))
+            .flat_map(|(file, v)| -> Vec<Chunk<'_>> {
+                match v.body {
+                    BodyView::Rows(rows) => rows
+                        .chunks(CHUNK_ROWS)
+                        .enumerate()
+                        .map(|(c, rows)| Chunk::Rows {
+                            file,
+                            first: c * CHUNK_ROWS,
+                            rows,
+                        })
+                        .collect(),
+                    BodyView::Text(body) => body
+                        .spans(CHUNK_BYTES)
+                        .into_iter()
+                        .map(|span| Chunk::Text { file, body, span })
+                        .collect(),
+                }
+            })
             .collect();
-        let ref_pos = self.schema().position(Role::Reference).unwrap_or(0);
-        let references: Vec<String> = rows
-            .par_iter()
-            .with_min_len(4096)
-            .map(|(f, row)| normalise_reference(row.cells.get(maps[*f][ref_pos]).unwrap_or("")))
-            .collect();
-
-        // A reference must be unique within the drop: the record key is
-        // derived from it and a later drop corrects by it.
-        let mut seen: FxHashMap<&str, Vec<usize>> =
-            FxHashMap::with_capacity_and_hasher(references.len(), Default::default());
-        for (i, reference) in references.iter().enumerate() {
-            if !reference.is_empty() {
-                seen.entry(reference.as_str()).or_default().push(i);
-            }
+        let mut asm = Assembler::new(self, new_target()?);
+        self.pass(views, &chunks, None, &mut asm)?;
+        let hashes = asm.repeated_hashes();
+        if hashes.is_empty() {
+            return asm.finish();
         }
-        let repeated: FxHashMap<usize, Vec<usize>> = seen
-            .into_values()
-            .filter(|v| v.len() > 1)
-            .flat_map(|v| v.clone().into_iter().map(move |i| (i, v.clone())))
-            .collect();
-        let ref_col = self.schema().reference();
-        let repeat_problem = |i: usize, same: &[usize]| {
-            let f = rows[i].0;
-            let others: Vec<String> = same
-                .iter()
-                .filter(|j| **j != i)
-                .map(|j| {
-                    let (g, r) = rows[*j];
-                    if g == f {
-                        format!("row {}", r.line)
-                    } else {
-                        format!("row {} of {}", r.line, inputs[g].name)
-                    }
-                })
-                .collect();
-            (
-                ref_col.to_string(),
-                format!(
-                    "the same {ref_col} is also on {}; each record needs its own reference",
-                    others.join(", ")
-                ),
-            )
-        };
+        let repeats = self.repeats(views, &chunks, &hashes);
+        if repeats.is_empty() {
+            // Hashes collided, references did not.
+            return asm.finish();
+        }
+        drop(asm);
+        let mut asm = Assembler::new(self, new_target()?);
+        self.pass(views, &chunks, Some(&repeats), &mut asm)?;
+        asm.finish()
+    }
 
-        let chunks: Vec<(T, Vec<Problem>, usize)> = rows
-            .par_chunks(CHUNK_ROWS)
-            .enumerate()
-            .map(|(c, chunk)| {
-                let mut coded = Vec::with_capacity(chunk.len());
-                let mut problems = Vec::new();
-                let mut rejected = 0;
-                for (k, (f, row)) in chunk.iter().enumerate() {
-                    let i = c * CHUNK_ROWS + k;
-                    let res = match &row.defect {
-                        Some(d) => Err(vec![(String::new(), d.clone())]),
-                        None => self.code_row(&row.cells, &maps[*f], &references[i]),
-                    };
-                    let (ok, mut row_problems) = match res {
-                        Ok(r) => (Some(r), Vec::new()),
-                        Err(p) => (None, p),
-                    };
-                    if let Some(same) = repeated.get(&i) {
-                        row_problems.push(repeat_problem(i, same));
-                    }
-                    if row_problems.is_empty() {
-                        coded.extend(ok);
-                    } else {
-                        rejected += 1;
-                        problems.extend(row_problems.into_iter().map(|(column, reason)| Problem {
-                            file: inputs[*f].name.clone(),
-                            row: row.line,
-                            column,
-                            reason,
-                        }));
+    /// Codes every chunk and hands the results to `asm` in chunk order.
+    /// With more than one thread, workers take chunks in order and the
+    /// assembler (with the sink, such as the Parquet writer) runs on a
+    /// thread of its own; with one thread, all runs on this one.
+    fn pass<T: Target>(
+        &self,
+        views: &[FileView<'_>],
+        chunks: &[Chunk<'_>],
+        repeats: Option<&Repeats>,
+        asm: &mut Assembler<'_, T>,
+    ) -> Result<()> {
+        let threads = rayon::current_num_threads();
+        if threads <= 1 || chunks.len() <= 1 {
+            let mut scratch = Scratch::default();
+            for chunk in chunks {
+                asm.take(self.code_chunk(views, chunk, repeats, &mut scratch))?;
+            }
+            return Ok(());
+        }
+        let next = AtomicUsize::new(0);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, ChunkOut)>();
+        std::thread::scope(|scope| {
+            let assembler = scope.spawn(move || -> Result<()> {
+                let mut waiting = BTreeMap::new();
+                let mut wanted = 0;
+                for (i, out) in rx {
+                    waiting.insert(i, out);
+                    while let Some(out) = waiting.remove(&wanted) {
+                        asm.take(out)?;
+                        wanted += 1;
                     }
                 }
-                Ok((finish(coded)?, problems, rejected))
-            })
-            .collect::<Result<_>>()?;
-        let mut out = Vec::with_capacity(chunks.len());
-        let mut problems = Vec::new();
-        let mut rejected_rows = 0;
-        for (t, p, r) in chunks {
-            out.push(t);
-            problems.extend(p);
-            rejected_rows += r;
-        }
-        Ok((out, problems, rejected_rows))
+                Ok(())
+            });
+            let next = &next;
+            // `tx` moves in: dropped even if a worker panics, so the
+            // assembler's loop ends.
+            rayon::scope(move |workers| {
+                for _ in 0..threads {
+                    let tx = tx.clone();
+                    workers.spawn(move |_| {
+                        let mut scratch = Scratch::default();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(chunk) = chunks.get(i) else { break };
+                            let out = self.code_chunk(views, chunk, repeats, &mut scratch);
+                            if tx.send((i, out)).is_err() {
+                                // The assembler stopped on an error.
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            assembler.join().expect("the assembler does not panic")
+        })
     }
 
-    /// Validates and codes one row. Problems name the column and say what
-    /// to fix; they never quote the cell.
-    /// `normalised_reference` is the reference column after
-    /// [`normalise_reference`], computed once by the caller.
-    fn code_row(
+    /// The rows whose reference is also on another row, with the problem
+    /// to report: the rows whose reference has one of `hashes` are read
+    /// again and their references compared.
+    fn repeats(
         &self,
-        cells: &csv::StringRecord,
-        map: &HeaderMap,
-        normalised_reference: &str,
-    ) -> std::result::Result<Coded, Vec<(String, String)>> {
+        views: &[FileView<'_>],
+        chunks: &[Chunk<'_>],
+        hashes: &FxHashSet<u64>,
+    ) -> Repeats {
+        use rayon::prelude::*;
+        // (file, row identity, line, reference) in input order.
+        let found: Vec<Vec<(usize, u64, u64, String)>> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let mut found = Vec::new();
+                let mut reference = String::new();
+                let mut row = |file: usize, id: u64, line: u64, raw: &str| {
+                    normalise_reference_into(raw, &mut reference);
+                    if !reference.is_empty() && hashes.contains(&ref_hash(&reference)) {
+                        found.push((file, id, line, reference.clone()));
+                    }
+                };
+                match chunk {
+                    Chunk::Text { file, body, span } => {
+                        let view = &views[*file];
+                        let at = view.map[self.ref_pos];
+                        body.for_each_row(*span, view.width, |r| {
+                            row(*file, r.offset, r.line, r.cell(at))
+                        });
+                    }
+                    Chunk::Rows { file, first, rows } => {
+                        let at = views[*file].map[self.ref_pos];
+                        for (k, r) in rows.iter().enumerate() {
+                            let raw = r.cells.get(at).unwrap_or("");
+                            row(*file, (first + k) as u64, r.line, raw);
+                        }
+                    }
+                }
+                found
+            })
+            .collect();
+        let mut same: HashMap<&str, Vec<(usize, u64, u64)>> = HashMap::new();
+        for (file, id, line, reference) in found.iter().flatten() {
+            same.entry(reference).or_default().push((*file, *id, *line));
+        }
+        let ref_col = self.schema().reference();
+        let mut repeats = Repeats::default();
+        for group in same.values().filter(|g| g.len() > 1) {
+            for (file, id, _) in group {
+                let others: Vec<String> = group
+                    .iter()
+                    .filter(|(g, j, _)| (g, j) != (file, id))
+                    .map(|(g, _, line)| {
+                        if g == file {
+                            format!("row {line}")
+                        } else {
+                            format!("row {line} of {}", views[*g].name)
+                        }
+                    })
+                    .collect();
+                repeats.insert(
+                    (*file, *id),
+                    format!(
+                        "the same {ref_col} is also on {}; each record needs its own reference",
+                        others.join(", ")
+                    ),
+                );
+            }
+        }
+        repeats
+    }
+
+    /// Reads and codes the rows of one chunk.
+    fn code_chunk(
+        &self,
+        views: &[FileView<'_>],
+        chunk: &Chunk<'_>,
+        repeats: Option<&Repeats>,
+        s: &mut Scratch,
+    ) -> ChunkOut {
+        let file = match chunk {
+            Chunk::Text { file, .. } | Chunk::Rows { file, .. } => *file,
+        };
+        let view = &views[file];
+        // Room for the rows (a CSV row has at least a separator a column).
+        let rows = match chunk {
+            Chunk::Text { span, .. } => span.len() / view.width.max(1),
+            Chunk::Rows { rows, .. } => rows.len(),
+        }
+        .min(CHUNK_ROWS * 2);
+        let mut out = ChunkOut {
+            file,
+            rows: 0,
+            coded: CodedRows::with_capacity(rows, self.kept.len()),
+            problems: Vec::new(),
+            rejected: 0,
+            ref_hashes: Vec::new(),
+        };
+        match chunk {
+            Chunk::Text { body, span, .. } => body.for_each_row(*span, view.width, |mut r| {
+                let defect = r.defect.take();
+                let cell = |i: usize| r.cell(i);
+                self.code_one(view, &mut out, (r.offset, r.line), cell, defect, repeats, s);
+            }),
+            Chunk::Rows { first, rows, .. } => {
+                for (k, row) in rows.iter().enumerate() {
+                    let cell = |i: usize| row.cells.get(i).unwrap_or("");
+                    let id = (first + k) as u64;
+                    let defect = row.defect.clone();
+                    self.code_one(view, &mut out, (id, row.line), cell, defect, repeats, s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads and codes one row into `out`. `cell` gives the cells by their
+    /// place in the file; `id` tells the row apart within its file.
+    #[allow(clippy::too_many_arguments)]
+    fn code_one<'a>(
+        &self,
+        view: &FileView<'_>,
+        out: &mut ChunkOut,
+        (id, line): (u64, u64),
+        cell: impl Fn(usize) -> &'a str,
+        defect: Option<String>,
+        repeats: Option<&Repeats>,
+        s: &mut Scratch,
+    ) {
+        let position = out.rows as u32;
+        out.rows += 1;
+        let map = &view.map;
+        normalise_reference_into(cell(map[self.ref_pos]), &mut s.reference);
+        if repeats.is_none() && !s.reference.is_empty() {
+            out.ref_hashes.push(ref_hash(&s.reference));
+        }
+        s.problems.clear();
+        let keys = match defect {
+            Some(d) => {
+                s.problems.push((String::new(), d));
+                None
+            }
+            None => self.code_row(|i| cell(map[i]), s),
+        };
+        if let Some(reason) = repeats.and_then(|r| r.get(&(out.file, id))) {
+            s.problems
+                .push((self.schema().reference().to_string(), reason.clone()));
+        }
+        match keys {
+            Some(k) if s.problems.is_empty() => {
+                let c = &mut out.coded;
+                c.position.push(position);
+                c.record_key.push(k.record_key);
+                c.key_passport.push(k.key_passport);
+                c.key_name_dob.push(k.key_name_dob);
+                c.event_month.push(k.event_month);
+                c.age_band.push(k.age_band);
+                c.values.extend_from_slice(&s.values);
+            }
+            _ => {
+                out.rejected += 1;
+                out.problems
+                    .extend(s.problems.drain(..).map(|(column, reason)| Problem {
+                        file: view.name.to_string(),
+                        row: line,
+                        column,
+                        reason,
+                    }));
+            }
+        }
+    }
+
+    /// Validates and codes one row; `cell` gives the cells by schema column.
+    /// Problems (into `s.problems`) name the column and say what to fix;
+    /// they never quote the cell. The kept values go to `s.values`; the
+    /// normalised reference is `s.reference`. `None` when there are problems.
+    fn code_row<'a>(&self, cell: impl Fn(usize) -> &'a str, s: &mut Scratch) -> Option<RowKeys> {
         let schema = self.schema();
-        let mut problems: Vec<(String, String)> = Vec::new();
-        let cell = |i: usize| cells.get(map[i]).unwrap_or("").trim();
+        let Scratch {
+            reference,
+            problems,
+            values,
+            names,
+            passport,
+        } = s;
+        values.clear();
         let mut event: Option<NaiveDate> = None;
         let (mut family, mut given) = ("", "");
         let mut birth: Option<BirthDate> = None;
-        let mut passport: Option<String> = None;
-        let mut nationality: Option<&'static str> = None;
-        let mut values = Vec::with_capacity(schema.columns.len());
+        let mut has_passport = false;
+        let mut nationality: Option<usize> = None;
         for (i, col) in schema.columns.iter().enumerate() {
-            let raw = cell(i);
+            let raw = crate::raw::trim(cell(i));
             let mut bad = |reason: String| problems.push((col.name.clone(), reason));
             match col.role {
                 Role::Reference => {
@@ -453,7 +850,7 @@ impl Pseudonymiser {
                             "{} is required: give the NGO's own reference",
                             col.name
                         ));
-                    } else if raw.chars().count() > 64 {
+                    } else if raw.len() > 64 && raw.chars().count() > 64 {
                         bad("is longer than 64 characters".to_string());
                     }
                 }
@@ -484,8 +881,8 @@ impl Pseudonymiser {
                         Err(e) => bad(date_reason(e, true)),
                     }
                 }
-                Role::PassportNumber => match normalise::normalise_passport(raw) {
-                    Ok(p) => passport = p,
+                Role::PassportNumber => match normalise::normalise_passport_into(raw, passport) {
+                    Ok(()) => has_passport = !passport.is_empty(),
                     Err(PassportError::BadCharacter) => {
                         bad("may hold only letters, digits, spaces and dashes".to_string())
                     }
@@ -494,25 +891,23 @@ impl Pseudonymiser {
                     }
                 },
                 Role::Nationality => {
-                    match country::nationality(raw) {
+                    values.push(0);
+                    match country::nationality_index(raw) {
                         Ok(n) => {
                             nationality = n;
-                            values.push(Value::Text(n));
+                            *values.last_mut().expect("pushed") = n.map_or(0, |n| n as u16 + 1);
                         }
                         Err(country::NationalityError::Unknown) => {
-                            values.push(Value::Text(None));
                             bad("is not a country we know: write the English country name \
                              (Indonesia), the nationality (Indonesian) or the ISO code (ID, IDN)"
                                 .to_string())
                         }
-                        Err(country::NationalityError::Placeholder) => {
-                            values.push(Value::Text(None));
-                            bad("looks like 'not known': leave the cell blank when the nationality \
+                        Err(country::NationalityError::Placeholder) => bad(
+                            "looks like 'not known': leave the cell blank when the nationality \
                              is not known, or write the country's name (Namibia, Norway)"
-                            .to_string())
-                        }
+                                .to_string(),
+                        ),
                         Err(country::NationalityError::Ambiguous(codes)) => {
-                            values.push(Value::Text(None));
                             let names: Vec<String> = codes
                                 .iter()
                                 .filter_map(|c| country::by_alpha3(c))
@@ -530,7 +925,7 @@ impl Pseudonymiser {
                     let code = if raw.is_empty() {
                         None
                     } else {
-                        match list.lookup(raw) {
+                        match list.lookup_index(raw) {
                             Some(c) => Some(c),
                             None => {
                                 bad(format!("is not one of: {}", list.accepted()));
@@ -538,10 +933,7 @@ impl Pseudonymiser {
                             }
                         }
                     };
-                    values.push(match col.role {
-                        Role::YesNo => Value::Bool(code.map(|c| c == "yes")),
-                        _ => Value::Text(code),
-                    });
+                    values.push(code.map_or(0, |c| c as u16 + 1));
                 }
             }
         }
@@ -556,26 +948,214 @@ impl Pseudonymiser {
             ));
         }
         if !problems.is_empty() {
-            return Err(problems);
+            return None;
         }
         let at = event.unwrap_or_else(|| self.period.first_day());
-        let tokens = normalise::name_tokens(family, given);
-        let dob_full = match birth {
-            Some(BirthDate::Full(d)) => {
-                Some(format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
-            }
+        let alpha3 = nationality.map(|n| country::countries()[n].alpha3);
+        names.set(family, given);
+        let mut dob_buf = [0u8; 10];
+        let dob = match birth {
+            Some(BirthDate::Full(d)) => Some(format_date(d, &mut dob_buf)),
             _ => None,
         };
-        Ok(Coded {
-            record_key: self
+        Some(RowKeys {
+            record_key: self.keyer.record(self.form.code(), &self.org, reference),
+            key_passport: self
                 .keyer
-                .record(self.form.code(), &self.org, normalised_reference),
-            key_passport: self.keyer.passport(passport.as_deref(), nationality),
-            key_name_dob: self.keyer.name_dob(&tokens, dob_full.as_deref()),
+                .passport(has_passport.then_some(passport.as_str()), alpha3),
+            key_name_dob: self.keyer.name_dob_of(names.iter(), dob),
             event_month: event.map_or(self.period, Period::of),
             age_band: birth.map(|b| normalise::age_band(b.age_at(at))),
-            values,
         })
+    }
+}
+
+/// `YYYY-MM-DD` of a date in years 0 to 9999 (birth dates are 1900 or
+/// later), written into `buf`.
+fn format_date(d: NaiveDate, buf: &mut [u8; 10]) -> &str {
+    let (y, m, day) = (d.year() as u32, d.month(), d.day());
+    debug_assert!(y <= 9999);
+    let digits = [
+        y / 1000 % 10,
+        y / 100 % 10,
+        y / 10 % 10,
+        y % 10,
+        m / 10,
+        m % 10,
+        day / 10,
+        day % 10,
+    ];
+    let at = [0, 1, 2, 3, 5, 6, 8, 9];
+    for (pos, digit) in at.iter().zip(digits) {
+        buf[*pos] = b'0' + digit as u8;
+    }
+    buf[4] = b'-';
+    buf[7] = b'-';
+    std::str::from_utf8(buf).expect("ASCII digits")
+}
+
+/// Where coded rows go: records, or the drop's batches.
+trait Target: Send {
+    /// One valid row; `values` are its kept values, stored as `kept` says.
+    fn row(&mut self, keys: RowView<'_>, values: &[u16], kept: &[Kept]) -> Result<()>;
+    /// The end of a batch of [`CHUNK_ROWS`] rows read.
+    fn end_batch(&mut self) -> Result<()>;
+}
+
+/// One coded row, borrowed from a chunk's columns.
+struct RowView<'a> {
+    record_key: &'a Digest,
+    key_passport: Option<&'a Digest>,
+    key_name_dob: Option<&'a Digest>,
+    event_month: Period,
+    age_band: Option<&'static str>,
+}
+
+/// Coded rows as [`Coded`] records.
+struct Records(Vec<Coded>);
+
+impl Target for Records {
+    fn row(&mut self, k: RowView<'_>, values: &[u16], kept: &[Kept]) -> Result<()> {
+        self.0.push(Coded {
+            record_key: *k.record_key,
+            key_passport: k.key_passport.copied(),
+            key_name_dob: k.key_name_dob.copied(),
+            event_month: k.event_month,
+            age_band: k.age_band,
+            values: kept.iter().zip(values).map(|(k, v)| k.value(*v)).collect(),
+        });
+        Ok(())
+    }
+
+    fn end_batch(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Coded rows as the drop's batches, handed to a sink.
+struct Batches<S> {
+    form: Form,
+    builder: BatchBuilder,
+    sink: S,
+}
+
+impl<S: BatchSink> Batches<S> {
+    fn new(form: Form, sink: S) -> Self {
+        Batches {
+            form,
+            builder: BatchBuilder::new(form, CHUNK_ROWS),
+            sink,
+        }
+    }
+}
+
+impl<S: BatchSink> Target for Batches<S> {
+    fn row(&mut self, k: RowView<'_>, values: &[u16], kept: &[Kept]) -> Result<()> {
+        self.builder.push(
+            k.record_key,
+            k.key_passport,
+            k.key_name_dob,
+            k.event_month,
+            k.age_band,
+            kept.iter().zip(values).map(|(k, v)| k.value(*v)),
+        )
+    }
+
+    fn end_batch(&mut self) -> Result<()> {
+        let full = std::mem::replace(&mut self.builder, BatchBuilder::new(self.form, CHUNK_ROWS));
+        self.sink.write(full.finish()?)
+    }
+}
+
+/// Takes the workers' chunks in input order: cuts the coded rows into
+/// batches of [`CHUNK_ROWS`] rows read, gathers the problems, and (on a
+/// first pass) finds references used more than once.
+struct Assembler<'a, T> {
+    p: &'a Pseudonymiser,
+    target: T,
+    /// Rows read in the chunks taken so far.
+    rows_read: usize,
+    /// Batches ended so far.
+    batches: usize,
+    rows: usize,
+    problems: Vec<Problem>,
+    rejected: usize,
+    /// The reference hashes, by their top byte: sorted at the end to find
+    /// the ones seen twice.
+    ref_hashes: Vec<Vec<u64>>,
+}
+
+/// The hash of a normalised reference.
+fn ref_hash(reference: &str) -> u64 {
+    FxBuildHasher.hash_one(reference)
+}
+
+impl<'a, T: Target> Assembler<'a, T> {
+    fn new(p: &'a Pseudonymiser, target: T) -> Self {
+        Assembler {
+            p,
+            target,
+            rows_read: 0,
+            batches: 0,
+            rows: 0,
+            problems: Vec::new(),
+            rejected: 0,
+            ref_hashes: vec![Vec::new(); 256],
+        }
+    }
+
+    fn take(&mut self, out: ChunkOut) -> Result<()> {
+        let c = &out.coded;
+        let width = self.p.kept.len();
+        for (k, position) in c.position.iter().enumerate() {
+            let batch = (self.rows_read + *position as usize) / CHUNK_ROWS;
+            while self.batches < batch {
+                self.target.end_batch()?;
+                self.batches += 1;
+            }
+            let row = RowView {
+                record_key: &c.record_key[k],
+                key_passport: c.key_passport[k].as_ref(),
+                key_name_dob: c.key_name_dob[k].as_ref(),
+                event_month: c.event_month[k],
+                age_band: c.age_band[k],
+            };
+            self.target
+                .row(row, &c.values[k * width..(k + 1) * width], &self.p.kept)?;
+        }
+        self.rows_read += out.rows;
+        self.rows += c.position.len();
+        self.rejected += out.rejected;
+        self.problems.extend(out.problems);
+        for h in out.ref_hashes {
+            self.ref_hashes[(h >> 56) as usize].push(h);
+        }
+        Ok(())
+    }
+
+    /// The reference hashes seen more than once.
+    fn repeated_hashes(&mut self) -> FxHashSet<u64> {
+        let mut repeated = FxHashSet::default();
+        for bucket in &mut self.ref_hashes {
+            bucket.sort_unstable();
+            repeated.extend(bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
+        }
+        repeated
+    }
+
+    fn finish(mut self) -> Result<(T, StreamOutcome)> {
+        while self.batches < self.rows_read.div_ceil(CHUNK_ROWS) {
+            self.target.end_batch()?;
+            self.batches += 1;
+        }
+        Ok((
+            self.target,
+            StreamOutcome {
+                rows: self.rows,
+                problems: self.problems,
+                rejected_rows: self.rejected,
+            },
+        ))
     }
 }
 
@@ -588,6 +1168,24 @@ pub fn normalise_reference(raw: &str) -> String {
         .to_uppercase()
 }
 
+/// [`normalise_reference`] into `out` (cleared first), without allocating
+/// for ASCII references.
+fn normalise_reference_into(raw: &str, out: &mut String) {
+    out.clear();
+    if !raw.is_ascii() {
+        out.push_str(&normalise_reference(raw));
+        return;
+    }
+    // ASCII white space as `char::is_whitespace` has it.
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
+    for word in raw.as_bytes().split(space).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.iter().map(|b| b.to_ascii_uppercase() as char));
+    }
+}
+
 fn date_reason(e: DateError, birth: bool) -> String {
     let formats = if birth {
         "YYYY-MM-DD, DD/MM/YYYY, D/M/YYYY or a year YYYY alone"
@@ -597,5 +1195,90 @@ fn date_reason(e: DateError, birth: bool) -> String {
     match e {
         DateError::Format => format!("is not a date written {formats}"),
         DateError::NoSuchDay => "is not a day that exists (check day and month)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A screening CSV of `rows` synthetic rows, some made invalid, some
+    /// references used twice, blank lines and CRLF among them.
+    fn csv(rows: usize, seed: u64) -> Vec<u8> {
+        let period = Period {
+            year: 2018,
+            month: 3,
+        };
+        let mut bytes = Vec::new();
+        crate::synth::bulk_screening_csv(&mut bytes, rows, seed, period).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let mut out = String::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut cells: Vec<String> = line.split(',').map(str::to_string).collect();
+            match i % 997 {
+                5 => cells[0] = "C7".to_string(),
+                6 => cells[1] = "31/02/2018".to_string(),
+                7 => cells.push("extra".to_string()),
+                8 => cells[0] = format!(" c{}  ", i - 1),
+                9 => out.push_str("\r\n"),
+                _ => {}
+            }
+            out.push_str(&cells.join(","));
+            out.push_str(if i % 3 == 0 { "\r\n" } else { "\n" });
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn streaming_text_gives_what_rows_read_whole_give() {
+        let key = TaskForceKey::from_bytes([3; 32]);
+        let today = NaiveDate::from_ymd_opt(2018, 3, 31).unwrap();
+        let p = Pseudonymiser::new(&key, Form::Screening, "ORG", Period::of(today), today);
+        let files = [csv(24_000, 1), csv(3_000, 2)];
+        let inputs: Vec<Input> = files
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Input {
+                name: format!("f{i}.csv"),
+                table: crate::raw::read_csv_bytes(b, "x.csv".as_ref()).unwrap(),
+            })
+            .collect();
+        let sources: Vec<Source> = files
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Source {
+                name: format!("f{i}.csv"),
+                file: crate::raw::open_csv_bytes(b.clone(), "x.csv".as_ref()).unwrap(),
+            })
+            .collect();
+        assert!(matches!(sources[0].file.body, Body::Text(_)));
+        let whole = p.run_batches(&inputs).unwrap();
+        assert!(whole.rejected_rows > 50, "{}", whole.rejected_rows);
+        assert!(
+            whole
+                .problems
+                .iter()
+                .any(|p| p.reason.contains("is also on row") && p.reason.contains("of f1.csv"))
+        );
+        assert_eq!(whole.batches.len(), 27_000usize.div_ceil(CHUNK_ROWS));
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (batches, streamed) = pool
+                .install(|| p.run_into(&sources, || Ok(Vec::<RecordBatch>::new())))
+                .unwrap();
+            assert_eq!(streamed.problems, whole.problems, "{threads} threads");
+            assert_eq!(streamed.rejected_rows, whole.rejected_rows);
+            assert_eq!(streamed.rows, whole.rows);
+            assert_eq!(batches, whole.batches, "{threads} threads");
+            let records = pool.install(|| p.run(&inputs)).unwrap();
+            assert_eq!(records.records.len(), whole.rows);
+            assert_eq!(
+                crate::drop::to_batch(Form::Screening, &records.records[..100]).unwrap(),
+                whole.batches[0].slice(0, 100)
+            );
+        }
     }
 }

@@ -22,6 +22,21 @@ pub fn normalise_text(raw: &str) -> String {
     if raw.is_ascii() {
         return normalise_ascii(raw);
     }
+    normalise_unicode(raw)
+}
+
+/// [`normalise_text`] into `out` (cleared first): no allocation for ASCII
+/// input once `out` has grown.
+pub fn normalise_text_into(raw: &str, out: &mut String) {
+    out.clear();
+    if raw.is_ascii() {
+        normalise_ascii_into(raw, out);
+    } else {
+        out.push_str(&normalise_unicode(raw));
+    }
+}
+
+fn normalise_unicode(raw: &str) -> String {
     let folded = caseless::default_case_fold_str(&raw.nfkd().collect::<String>());
     let mut out = String::with_capacity(folded.len());
     let mut pending_space = false;
@@ -54,6 +69,11 @@ pub fn normalise_text(raw: &str) -> String {
 
 fn normalise_ascii(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
+    normalise_ascii_into(raw, &mut out);
+    out
+}
+
+fn normalise_ascii_into(raw: &str, out: &mut String) {
     let mut pending_space = false;
     for b in raw.bytes() {
         if b == b'\'' || b == b'`' {
@@ -69,7 +89,6 @@ fn normalise_ascii(raw: &str) -> String {
             pending_space = true;
         }
     }
-    out
 }
 
 /// Diacritical marks: the combining marks of the Latin, Greek, Cyrillic,
@@ -124,7 +143,7 @@ fn is_apostrophe(c: char) -> bool {
 /// Words that are also common names in the pilot's populations are left
 /// out: Vietnamese `Văn`, `Lê`, `Đỗ`, `Du` (so Dutch `van` and French `le`
 /// do not join).
-const PARTICLES: &[&str] = &[
+const PARTICLES: [&str; 26] = [
     "al", "da", "das", "de", "del", "dela", "delas", "della", "delos", "den", "der", "di", "dos",
     "el", "la", "las", "los", "mac", "mc", "san", "santa", "santo", "st", "ten", "ter", "von",
 ];
@@ -134,40 +153,109 @@ const PARTICLE_ABBREVIATIONS: &[(&str, &str)] = &[("sta", "santa"), ("sto", "san
 
 /// Patronymic connectors, left out of name keys ("Ahmad bin Ismail" is
 /// often written "Ahmad Ismail").
-const CONNECTORS: &[&str] = &["bin", "binte", "binti", "bte"];
+const CONNECTORS: [&str; 4] = ["bin", "binte", "binti", "bte"];
 
 /// The name tokens of a person for the name key: both fields normalised,
 /// connectors dropped, particles joined to the token they precede within
 /// their field, then all tokens sorted, so neither token order nor which
 /// field holds which name matters.
 pub fn name_tokens(family: &str, given: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    field_tokens(&normalise_text(family), &mut tokens);
-    field_tokens(&normalise_text(given), &mut tokens);
-    tokens.sort_unstable();
-    tokens
+    let mut tokens = NameTokens::default();
+    tokens.set(family, given);
+    tokens.iter().map(str::to_string).collect()
 }
 
-fn field_tokens(normalised: &str, out: &mut Vec<String>) {
-    let words: Vec<&str> = normalised
+/// [`name_tokens`] with buffers kept from one person to the next.
+#[derive(Debug, Default)]
+pub struct NameTokens {
+    normalised: String,
+    text: String,
+    /// Each token's range in `text`, sorted by token.
+    tokens: Vec<(u32, u32)>,
+}
+
+impl NameTokens {
+    /// Replaces the tokens with those of this person.
+    pub fn set(&mut self, family: &str, given: &str) {
+        self.text.clear();
+        self.tokens.clear();
+        for field in [family, given] {
+            normalise_text_into(field, &mut self.normalised);
+            field_tokens(&self.normalised, &mut self.text, &mut self.tokens);
+        }
+        let text = &self.text;
+        let token = |r: &(u32, u32)| &text[r.0 as usize..r.1 as usize];
+        self.tokens.sort_unstable_by(|a, b| token(a).cmp(token(b)));
+    }
+
+    /// The tokens, sorted.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.tokens
+            .iter()
+            .map(|r| &self.text[r.0 as usize..r.1 as usize])
+    }
+
+    /// Whether there is no token.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// A word of at most 8 bytes as a number (zero-padded): normalised text
+/// holds no zero byte, so two such words are equal when their numbers are.
+/// Every particle, abbreviation and connector is that short.
+const fn word_key(w: &str) -> u64 {
+    let w = w.as_bytes();
+    let mut key = 0;
+    let mut i = 0;
+    while i < w.len() {
+        key |= (w[i] as u64) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+const fn word_keys<const N: usize>(words: &[&str; N]) -> [u64; N] {
+    let mut keys = [0; N];
+    let mut i = 0;
+    while i < N {
+        assert!(words[i].len() <= 8);
+        keys[i] = word_key(words[i]);
+        i += 1;
+    }
+    keys
+}
+
+const PARTICLE_KEYS: [u64; PARTICLES.len()] = word_keys(&PARTICLES);
+const CONNECTOR_KEYS: [u64; CONNECTORS.len()] = word_keys(&CONNECTORS);
+
+/// [`word_key`] of a word short enough to be a particle or connector.
+fn short_key(w: &str) -> Option<u64> {
+    (w.len() <= 8).then(|| word_key(w))
+}
+
+/// Appends the tokens of one normalised field to `text`, with their ranges.
+fn field_tokens(normalised: &str, text: &mut String, out: &mut Vec<(u32, u32)>) {
+    let mut words = normalised
         .split(' ')
-        .filter(|w| !w.is_empty() && !CONNECTORS.contains(w))
-        .collect();
-    let mut prefix = String::new();
-    for (i, w) in words.iter().enumerate() {
-        let is_last = i + 1 == words.len();
+        .filter(|w| !w.is_empty() && !short_key(w).is_some_and(|k| CONNECTOR_KEYS.contains(&k)))
+        .peekable();
+    let mut start = text.len();
+    while let Some(w) = words.next() {
+        let is_last = words.peek().is_none();
+        let key = short_key(w);
         let expanded = PARTICLE_ABBREVIATIONS
             .iter()
-            .find(|(abbr, _)| abbr == w)
+            .find(|(abbr, _)| key == Some(word_key(abbr)))
             .map(|(_, full)| *full);
         let particle = expanded.unwrap_or(w);
-        if !is_last && PARTICLES.contains(&particle) {
-            prefix.push_str(particle);
+        if !is_last && short_key(particle).is_some_and(|k| PARTICLE_KEYS.contains(&k)) {
+            text.push_str(particle);
             continue;
         }
-        let mut token = std::mem::take(&mut prefix);
-        token.push_str(w);
-        out.push(token);
+        text.push_str(w);
+        out.push((start as u32, text.len() as u32));
+        start = text.len();
     }
 }
 
@@ -185,7 +273,38 @@ pub enum PassportError {
 /// Returns `Ok(None)` for a blank value.
 pub fn normalise_passport(raw: &str) -> Result<Option<String>, PassportError> {
     let mut out = String::with_capacity(raw.len());
-    for c in raw.nfkc() {
+    normalise_passport_into(raw, &mut out)?;
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// [`normalise_passport`] into `out` (cleared first); a blank value leaves
+/// `out` empty.
+pub fn normalise_passport_into(raw: &str, out: &mut String) -> Result<(), PassportError> {
+    out.clear();
+    if raw.is_ascii() {
+        // NFKC leaves ASCII as it is.
+        for b in raw.bytes() {
+            match b {
+                b'a'..=b'z' => out.push(b.to_ascii_uppercase() as char),
+                b'A'..=b'Z' | b'0'..=b'9' => out.push(b as char),
+                b' ' | b'-' | b'\t' => {}
+                _ => return Err(PassportError::BadCharacter),
+            }
+        }
+    } else {
+        passport_chars(raw.nfkc(), out)?;
+    }
+    if out.len() > 20 {
+        return Err(PassportError::TooLong);
+    }
+    Ok(())
+}
+
+fn passport_chars(
+    chars: impl Iterator<Item = char>,
+    out: &mut String,
+) -> Result<(), PassportError> {
+    for c in chars {
         match c {
             'a'..='z' => out.push(c.to_ascii_uppercase()),
             'A'..='Z' | '0'..='9' => out.push(c),
@@ -193,10 +312,7 @@ pub fn normalise_passport(raw: &str) -> Result<Option<String>, PassportError> {
             _ => return Err(PassportError::BadCharacter),
         }
     }
-    if out.len() > 20 {
-        return Err(PassportError::TooLong);
-    }
-    Ok((!out.is_empty()).then_some(out))
+    Ok(())
 }
 
 /// Why a date was refused (never carrying its value).
@@ -211,6 +327,43 @@ pub enum DateError {
 /// Parses an event date: `YYYY-MM-DD` (a time of day after it, as Excel
 /// writes, is ignored), `DD/MM/YYYY` or `D/M/YYYY`.
 pub fn parse_date(raw: &str) -> Result<NaiveDate, DateError> {
+    parse_plain_date(raw.as_bytes()).unwrap_or_else(|| parse_any_date(raw))
+}
+
+/// [`parse_date`] of a value made only of digits, `-` and `/` (no white
+/// space or time to cut), on bytes; `None` for other values.
+fn parse_plain_date(b: &[u8]) -> Option<Result<NaiveDate, DateError>> {
+    if b.is_empty() || b.len() > 10 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'-' | b'/')) {
+        return None;
+    }
+    fn split(p: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+        p.iter()
+            .position(|c| *c == sep)
+            .map(|i| (&p[..i], &p[i + 1..]))
+    }
+    let num = |p: &[u8], max_len: usize| -> Result<u32, DateError> {
+        if p.is_empty() || p.len() > max_len || !p.iter().all(u8::is_ascii_digit) {
+            return Err(DateError::Format);
+        }
+        Ok(p.iter().fold(0, |n, c| n * 10 + (c - b'0') as u32))
+    };
+    let parts = if let Some((y, rest)) = split(b, b'-') {
+        split(rest, b'-').map(|(m, d)| (y, m, d))
+    } else if let Some((d, rest)) = split(b, b'/') {
+        split(rest, b'/').map(|(m, y)| (y, m, d))
+    } else {
+        None
+    };
+    let Some((y, m, d)) = parts.filter(|(y, _, _)| y.len() == 4) else {
+        return Some(Err(DateError::Format));
+    };
+    Some((|| {
+        let (y, m, d) = (num(y, 4)? as i32, num(m, 2)?, num(d, 2)?);
+        NaiveDate::from_ymd_opt(y, m, d).ok_or(DateError::NoSuchDay)
+    })())
+}
+
+fn parse_any_date(raw: &str) -> Result<NaiveDate, DateError> {
     let s = raw.trim();
     let s = s
         .split_once(['T', ' '])
@@ -327,6 +480,28 @@ mod tests {
             // must agree.
             assert_eq!(full.replace(' ', ""), expected.replace(' ', ""), "{s}");
         }
+    }
+
+    #[test]
+    fn plain_dates_parse_as_any_date_does() {
+        let pieces = [
+            "2018", "18", "1", "03", "31", "0", "", "123", "12345", "29", "02",
+        ];
+        let mut n = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for (s1, s2) in [("-", "-"), ("/", "/"), ("-", "/"), ("/", "-"), ("--", "")] {
+                        let v = format!("{a}{s1}{b}{s2}{c}");
+                        if let Some(fast) = parse_plain_date(v.as_bytes()) {
+                            assert_eq!(fast, parse_any_date(&v), "{v}");
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 3000, "{n}");
     }
 
     #[test]
