@@ -303,7 +303,10 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
     let text = std::fs::read_to_string(&manifest_path)
         .map_err(|e| Error::io(format!("cannot read {}", manifest_path.display()), e))?;
     let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::Usage(format!("{} is not a report manifest: {e}", manifest_path.display()))
+        Error::Usage(format!(
+            "{} is not a report manifest: {e}",
+            manifest_path.display()
+        ))
     })?;
     let bad = |what: &str| {
         Error::Usage(format!(
@@ -312,7 +315,9 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
         ))
     };
     let params = &m["parameters"];
-    let min_count = params["min_count"].as_u64().ok_or_else(|| bad("no min_count"))?;
+    let min_count = params["min_count"]
+        .as_u64()
+        .ok_or_else(|| bad("no min_count"))?;
     let p = Params {
         min_count,
         protection: params["protection"].as_u64().unwrap_or(min_count),
@@ -320,7 +325,9 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
     };
     let mut tables = Vec::new();
     for t in m["tables"].as_array().ok_or_else(|| bad("no tables"))? {
-        let name = t["name"].as_str().ok_or_else(|| bad("a table has no name"))?;
+        let name = t["name"]
+            .as_str()
+            .ok_or_else(|| bad("a table has no name"))?;
         let dims: Vec<String> = t["dimensions"]
             .as_array()
             .ok_or_else(|| bad("a table has no dimensions"))?
@@ -340,8 +347,7 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", csv_path.display())))?;
         let mut rows = Vec::new();
         for rec in rdr.records() {
-            let rec =
-                rec.map_err(|e| Error::Usage(format!("{}: {e}", csv_path.display())))?;
+            let rec = rec.map_err(|e| Error::Usage(format!("{}: {e}", csv_path.display())))?;
             let labels: Vec<String> = (0..dims.len()).map(|i| rec[i].to_string()).collect();
             let count = &rec[dims.len()];
             let count = if count.is_empty() {

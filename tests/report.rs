@@ -353,3 +353,36 @@ fn a_window_spanning_two_keys_is_refused() {
     ])
     .ok();
 }
+
+#[test]
+fn the_audit_reads_only_the_published_report_and_finds_what_primary_suppression_leaves() {
+    let f = linkage_store();
+    no_suppression(&f);
+    report(&f, "open", &["--config", "open.toml"]).ok();
+    let r = f.w.run(&["audit", "open"]);
+    r.ok();
+    assert!(r.stdout.contains("0 suppressed cells"), "{}", r.stdout);
+    assert!(r.stdout.ends_with("PASS\n"), "{}", r.stdout);
+
+    // With min_count 5 the funnel publishes 8 and hides 2 + 2 + 4: every
+    // cell is at least 1 and they sum to 8, so none is pinned down, but
+    // the identified-by tables hide cells whose margins are published.
+    report(&f, "r", &[]).ok();
+    let r = f.w.run(&["audit", "r"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("FAIL ("), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("ok   screening_funnel [identified]: 1 to 6"),
+        "{}",
+        r.stdout
+    );
+    // It needs only the folder: a copy elsewhere audits the same.
+    let copy = f.w.path("copy");
+    std::fs::create_dir_all(copy.join("tables")).unwrap();
+    for (rel, bytes) in tree(&f.w.path("r")) {
+        std::fs::write(copy.join(rel), bytes).unwrap();
+    }
+    let again = f.w.run(&["audit", "copy"]);
+    assert_eq!(again.stdout, r.stdout);
+}

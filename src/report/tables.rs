@@ -143,7 +143,9 @@ pub fn parse_query(file_name: &str, text: &str, source: &str) -> Result<QuerySpe
                 .ok_or_else(|| bad(format!("'-- where: {w}' is not like 'column = value'")))?;
             let (d, v) = (d.trim().to_string(), v.trim().to_string());
             if dimensions.contains(&d) {
-                return Err(bad(format!("'-- where:' fixes {d}, which is also a dimension")));
+                return Err(bad(format!(
+                    "'-- where:' fixes {d}, which is also a dimension"
+                )));
             }
             where_.push((d, v));
         }
