@@ -7,10 +7,13 @@
 //! sums of its cells, which cells of different tables count the same
 //! persons (their population and conditions), that counts are whole
 //! numbers, and, when zeros are published, that a suppressed count is at
-//! least 1. For each suppressed cell the audit solves two integer linear
-//! programs (smallest and largest value) with `microlp`; it does the same
+//! least 1. For each suppressed cell the audit solves two linear programs
+//! (smallest and largest value) with `microlp`; it does the same
 //! for the sum of the suppressed cells of every table line, the sums a
 //! reader gets by subtracting the published cells from a published margin.
+//! It solves the linear relaxation and rounds inwards: `microlp`'s
+//! branch-and-bound gave bounds that changed with the order of the
+//! variables, the relaxation's optimum does not.
 //!
 //! A suppressed cell passes when its range reaches at least `min_count`
 //! and is at least `protection` wide; a line's sum of suppressed cells
@@ -26,8 +29,6 @@ use crate::error::{Error, Result};
 
 /// The label of a margin.
 const TOTAL: &str = "Total";
-/// Largest count the audit considers (a bound for the solver).
-const BIG: i32 = 1_000_000_000;
 
 /// A published table: structure and cells.
 #[derive(Debug, Clone)]
@@ -204,7 +205,7 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
             }
         }
     }
-    let lower = if p.zeros_published { 1 } else { 0 };
+    let lower: i32 = if p.zeros_published { 1 } else { 0 };
     // Smallest and largest value of a sum of variables under every line.
     let range = |objective: &[usize]| -> (u64, Option<u64>) {
         let solve = |dir: OptimizationDirection| -> Option<f64> {
@@ -212,7 +213,7 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
             let xs: Vec<_> = (0..var_home.len())
                 .map(|i| {
                     let c = if objective.contains(&i) { 1.0 } else { 0.0 };
-                    problem.add_integer_var(c, (lower, BIG))
+                    problem.add_var(c, (lower as f64, f64::INFINITY))
                 })
                 .collect();
             for line in &lines {
@@ -234,11 +235,13 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
             }
             problem.solve().ok().map(|s| s.objective())
         };
+        // The linear relaxation: its optimum is unique whatever the order of
+        // the variables, and rounding inwards gives the whole numbers a
+        // reader can believe (exact for the sums-of-cells structure of
+        // one- and two-way tables, whose matrices are totally unimodular).
         let low = solve(OptimizationDirection::Minimize).unwrap_or(0.0);
-        let high = solve(OptimizationDirection::Maximize)
-            .filter(|h| *h < BIG as f64 / 2.0)
-            .map(|h| h.round() as u64);
-        (low.round() as u64, high)
+        let high = solve(OptimizationDirection::Maximize).map(|h| (h + 1e-6).floor() as u64);
+        ((low - 1e-6).ceil().max(0.0) as u64, high)
     };
     for (i, (table, labels)) in var_home.iter().enumerate() {
         let (low, high) = range(&[i]);
