@@ -374,7 +374,8 @@ fn the_audit_reads_only_the_published_report_and_finds_what_primary_suppression_
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stdout.contains("FAIL ("), "{}", r.stdout);
     assert!(
-        r.stdout.contains("FAIL screening_funnel [identified]: 2 to 6"),
+        r.stdout
+            .contains("FAIL screening_funnel [identified]: 2 to 6"),
         "{}",
         r.stdout
     );
@@ -392,4 +393,28 @@ fn the_audit_reads_only_the_published_report_and_finds_what_primary_suppression_
     }
     let again = f.w.run(&["audit", "copy"]);
     assert_eq!(again.stdout, r.stdout);
+}
+
+#[test]
+fn report_html_has_a_chart_per_table_and_no_suppressed_count() {
+    let f = linkage_store();
+    report(&f, "r", &[]).ok();
+    let r = f.w.path("r");
+    let html = std::fs::read_to_string(r.join("report.html")).unwrap();
+    let tables = std::fs::read_dir(r.join("tables")).unwrap().count();
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), tables);
+    assert_eq!(html.matches("role=\"img\"").count(), tables);
+    assert!(!html.contains("<script") && !html.contains("src=\"") && !html.contains("href=\""));
+    // The funnel's cells are all suppressed (2, 2 and 4 persons): its chart
+    // draws no bar and writes only "<5".
+    let funnel = &html[html.find("id=\"chart-screening_funnel\"").unwrap()..];
+    let funnel = &funnel[..funnel.find("</svg>").unwrap()];
+    assert!(
+        !funnel
+            .lines()
+            .any(|l| l.starts_with("<rect") && l.contains("fill=\"#1F5F99\"")),
+        "{funnel}"
+    );
+    assert_eq!(funnel.matches(">\n&lt;5\n</text>").count(), 3, "{funnel}");
+    assert!(!funnel.contains("(25.0%)") && !funnel.contains("(50.0%)"));
 }

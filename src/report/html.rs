@@ -1,9 +1,12 @@
 //! `report.html`: one self-contained page (no file or network fetched),
-//! readable on a phone and printed.
+//! readable on a phone and printed: inline CSS, and a bar chart per table
+//! drawn by [`super::chart`] as inline SVG, with the table below it as the
+//! chart's text alternative.
 
 use std::fmt::Write as _;
 
 use super::Report;
+use super::chart;
 use super::output::{cell_text, headlines, label, pct, thousands};
 use super::tables::Table;
 
@@ -23,7 +26,9 @@ h1{font-size:1.5rem}h2{font-size:1.25rem;margin-top:2rem}h3{font-size:1.05rem;ma
 th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr.total td{font-weight:600}\
 .note{color:#555;font-size:.9rem}\
-@media print{body{max-width:none}section{break-inside:avoid}}";
+svg.chart{display:block;width:100%;max-width:34rem;height:auto;margin:.5rem 0}\
+@media print{body{max-width:none;padding:0}section{break-inside:avoid;page-break-inside:avoid}\
+.scroll{overflow:visible}svg.chart{max-width:30rem}}";
 
 fn table_html(t: &Table, min: u64) -> String {
     let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
@@ -87,9 +92,10 @@ pub fn page(report: &Report) -> String {
     for t in &report.tables {
         let _ = write!(
             s,
-            "<section><h3>{}</h3><p class=\"note\">Counts {}.</p>{}</section>",
+            "<section><h3>{}</h3><p class=\"note\">Counts {}.</p>{}{}</section>",
             esc(&t.spec.title),
             esc(&t.spec.counts),
+            chart::svg(t, min).unwrap_or_default(),
             table_html(t, min)
         );
     }

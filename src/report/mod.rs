@@ -8,6 +8,7 @@
 //! `self_assessment_persons` next to `screening_records` and
 //! `self_assessment_records`.
 
+pub mod chart;
 pub mod disclosure;
 pub mod html;
 pub mod input;
