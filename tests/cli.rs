@@ -1,7 +1,9 @@
 //! Every subcommand through the binary: templates, keys, pseudonymise
 //! (CSV, XLSX, BOM/CRLF, invalid rows, --allow-rejects, overwriting) and check.
 
-use crate::util::{DropData, World, pseudonymise_args, screening_header, screening_row};
+use crate::util::{
+    DropData, World, pseudonymise_args, rewrite_drop, screening_header, screening_row,
+};
 
 fn person_a(case_ref: &str) -> String {
     screening_row(&[
@@ -508,35 +510,28 @@ fn check_refuses_truncated_foreign_and_wrong_key_drops() {
 #[test]
 fn check_refuses_a_parquet_file_with_an_identity_column() {
     use arrow_array::{RecordBatch, StringArray};
-    use parquet::file::metadata::KeyValue;
     use std::sync::Arc;
     let w = World::new();
     w.key();
     w.write("in.csv", csv(&[person_a("A1")]));
     w.pseudonymise("NGO01", &[], &["in.csv"]).ok();
-    let d = DropData::read(&w.path("out/screening_NGO01_2018-03.parquet"));
     // Same metadata, plus a given_name column.
-    let mut fields: Vec<_> = d.batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow_schema::Field::new(
-        "given_name",
-        arrow_schema::DataType::Utf8,
-        true,
-    )));
-    let mut cols = d.batch.columns().to_vec();
-    cols.push(Arc::new(StringArray::from(vec!["x"])));
-    let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap();
-    let kv: Vec<KeyValue> = d
-        .meta
-        .iter()
-        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-        .collect();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_key_value_metadata(Some(kv))
-        .build();
-    let f = std::fs::File::create(w.path("evil.parquet")).unwrap();
-    let mut wr = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
-    wr.write(&batch).unwrap();
-    wr.close().unwrap();
+    rewrite_drop(
+        &w.path("out/screening_NGO01_2018-03.parquet"),
+        &w.path("evil.parquet"),
+        |_| {},
+        |b| {
+            let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(arrow_schema::Field::new(
+                "given_name",
+                arrow_schema::DataType::Utf8,
+                true,
+            )));
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(StringArray::from(vec!["x"; b.num_rows()])));
+            RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap()
+        },
+    );
     let r = w.run(&["check", "evil.parquet"]);
     assert_eq!(r.code, 1);
     assert!(
