@@ -224,7 +224,10 @@ fn no_identity_value_reaches_any_output_of_the_demo() {
     // The secretariat's side: the ledger, the member list, the report and
     // what the store commands print.
     for t in files_under(&w.path("demo/report/tables"), ".csv") {
-        outputs.push((t.display().to_string(), std::fs::read_to_string(&t).unwrap()));
+        outputs.push((
+            t.display().to_string(),
+            std::fs::read_to_string(&t).unwrap(),
+        ));
     }
     for file in [
         "demo/store/ledger.jsonl",
