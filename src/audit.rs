@@ -19,13 +19,16 @@
 //! and is at least `protection` wide; a line's sum of suppressed cells
 //! fails when it is fixed and between 1 and `min_count - 1`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use microlp::{ComparisonOp, OptimizationDirection, Problem};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::interval::{Op, System};
+use crate::pseudonymise::Period;
+use crate::store::release::nested_releases;
+use crate::store::{State, Store};
 
 /// The label of a margin.
 const TOTAL: &str = "Total";
@@ -43,6 +46,22 @@ pub struct Published {
     pub dimensions: Vec<String>,
     /// Cells: labels and the published count (`None`: suppressed).
     pub rows: Vec<(Vec<String>, Option<u64>)>,
+    /// The dimension whose Total percentages are of, if any.
+    pub percent_of: Option<String>,
+    /// Each row's published percentage (empty, or as long as `rows`).
+    pub percents: Vec<Option<f64>>,
+}
+
+/// A cell published by an earlier release over a window nested with this
+/// report's (containing it, or inside it).
+#[derive(Debug, Clone)]
+pub struct EarlierCell {
+    /// Which release (for messages).
+    pub release: String,
+    /// The cell's identity.
+    pub key: Key,
+    /// The value published.
+    pub value: u64,
 }
 
 /// What a reader is told about the method.
@@ -54,6 +73,8 @@ pub struct Params {
     pub protection: u64,
     /// Whether zeros are published (then a suppressed count is at least 1).
     pub zeros_published: bool,
+    /// Published counts rounded to this base, if any.
+    pub rounding: Option<u64>,
 }
 
 /// The range a reader can believe for one suppressed cell or sum.
@@ -84,12 +105,15 @@ pub struct Audit {
     /// A count suppressed in one table but published in another (the same
     /// persons): disclosed outright.
     pub disclosed: Vec<String>,
+    /// A cell whose value differs by a small count from an earlier release.
+    pub differences: Vec<String>,
 }
 
 impl Audit {
     /// Whether every check passed.
     pub fn passed(&self) -> bool {
         self.disclosed.is_empty()
+            && self.differences.is_empty()
             && self
                 .cells
                 .iter()
@@ -98,10 +122,76 @@ impl Audit {
     }
 }
 
-/// A cell's identity across tables: population and conditions.
-type Key = (String, BTreeMap<String, String>);
+impl Audit {
+    /// Every failure, in words.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.disclosed.clone();
+        out.extend(self.differences.iter().cloned());
+        for f in self.cells.iter().chain(&self.sums) {
+            if let Some(why) = &f.failure {
+                out.push(format!("{} [{}]: {why}", f.table, f.labels.join(", ")));
+            }
+        }
+        out
+    }
+}
 
-fn key(t: &Published, labels: &[String]) -> Key {
+/// The cells published by the store's releases over windows nested with
+/// `from..to`.
+pub fn earlier_cells(
+    state: &State,
+    store: &Store,
+    from: Period,
+    to: Period,
+) -> Result<Vec<EarlierCell>> {
+    let mut out = Vec::new();
+    for (rec, rel) in nested_releases(state, store, from, to)? {
+        for t in rel.tables {
+            let table = Published {
+                name: t.name,
+                population: t.population,
+                where_: t.where_,
+                dimensions: t.dimensions,
+                rows: Vec::new(),
+                percent_of: None,
+                percents: Vec::new(),
+            };
+            for (labels, value) in t.cells {
+                if let Some(v) = value {
+                    out.push(EarlierCell {
+                        release: rec.label(),
+                        key: key(&table, &labels),
+                        value: v,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The window a report covers, from its manifest.
+pub fn report_window(dir: &Path) -> Result<(Period, Period)> {
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let m: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Usage(format!("{} is not a report manifest: {e}", path.display())))?;
+    let month = |k: &str| -> Result<Period> {
+        m["window"][k]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| Error::Usage(format!("{}: no window {k}", path.display())))
+    };
+    Ok((month("from")?, month("to")?))
+}
+
+/// A cell's identity across tables and releases: population and
+/// conditions.
+pub type Key = (String, BTreeMap<String, String>);
+
+/// The identity of a table's cell.
+pub fn key(t: &Published, labels: &[String]) -> Key {
     let mut cond: BTreeMap<String, String> = t.where_.iter().cloned().collect();
     for (d, l) in t.dimensions.iter().zip(labels) {
         if l != TOTAL {
@@ -111,75 +201,83 @@ fn key(t: &Published, labels: &[String]) -> Key {
     (t.population.clone(), cond)
 }
 
-/// One linear relation: the cells (by variable or value) summing to a
-/// margin, as `sum(terms) = margin`.
+/// One published table line: a margin and the cells it adds up.
 struct Line {
     table: String,
     labels: Vec<String>,
-    margin: Term,
-    parts: Vec<Term>,
+    margin: Key,
+    parts: Vec<Key>,
 }
 
-#[derive(Clone, Copy)]
-enum Term {
+/// What a reader knows of one distinct cell.
+enum Value {
+    /// Published exactly.
     Known(u64),
+    /// A variable of the reader's system (suppressed, or published rounded).
     Var(usize),
 }
 
-/// Audits published tables.
-pub fn audit(tables: &[Published], p: &Params) -> Audit {
+/// Audits published tables, with the cells of earlier releases over
+/// windows nested with this one.
+pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit {
     let mut out = Audit::default();
-    // Distinct cells: a published value, or a variable.
-    let mut known: HashMap<Key, u64> = HashMap::new();
+    let lower: i64 = if p.zeros_published { 1 } else { 0 };
+    let mut sys = System::new();
+    // Distinct cells: what is published of each, first as found.
+    let mut published: HashMap<Key, u64> = HashMap::new();
     for t in tables {
         for (labels, count) in &t.rows {
             if let Some(c) = count {
-                known.insert(key(t, labels), *c);
+                published.insert(key(t, labels), *c);
             }
         }
     }
-    let mut vars: HashMap<Key, usize> = HashMap::new();
+    let mut values: HashMap<Key, Value> = HashMap::new();
     let mut var_home: Vec<(String, Vec<String>)> = Vec::new();
+    let mut suppressed_vars: Vec<usize> = Vec::new();
     for t in tables {
         for (labels, count) in &t.rows {
-            if count.is_some() {
-                continue;
-            }
             let k = key(t, labels);
-            if let Some(v) = known.get(&k) {
-                out.disclosed.push(format!(
-                    "{} {}: suppressed, but the same persons are published as {v} in another \
-                     table",
-                    t.name,
-                    labels.join("/")
-                ));
+            if values.contains_key(&k) {
                 continue;
             }
-            vars.entry(k).or_insert_with(|| {
-                var_home.push((t.name.clone(), labels.clone()));
-                var_home.len() - 1
-            });
+            let v = match (count, published.get(&k)) {
+                (None, Some(v)) => {
+                    out.disclosed.push(format!(
+                        "{} {}: suppressed, but the same persons are published as {v} in \
+                         another table",
+                        t.name,
+                        labels.join("/")
+                    ));
+                    continue;
+                }
+                (Some(r), _) => match p.rounding {
+                    None => Value::Known(*r),
+                    Some(b) => {
+                        // Rounded to the nearest multiple of b: the true
+                        // count is within half a base of it, and a count
+                        // from 1 to min_count - 1 would not be published.
+                        let (lo, hi) = unround(*r, b, p.min_count);
+                        Value::Var(sys.add_var(lo, Some(hi)))
+                    }
+                },
+                (None, None) => {
+                    let v = sys.add_var(lower, None);
+                    var_home.push((t.name.clone(), labels.clone()));
+                    suppressed_vars.push(v);
+                    Value::Var(v)
+                }
+            };
+            values.insert(k, v);
         }
     }
-    let term = |t: &Published, labels: &[String]| -> Term {
-        let k = key(t, labels);
-        match known.get(&k) {
-            Some(v) => Term::Known(*v),
-            None => Term::Var(vars[&k]),
-        }
-    };
-    // Every line of every table: a margin and the cells it sums.
+    // Every line of every table: a margin and the cells it adds up.
     let mut lines = Vec::new();
     for t in tables {
-        let index: HashMap<&[String], usize> = t
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, (l, _))| (l.as_slice(), i))
-            .collect();
+        let present: HashSet<&[String]> = t.rows.iter().map(|(l, _)| l.as_slice()).collect();
         for d in 0..t.dimensions.len() {
             for (labels, _) in t.rows.iter().filter(|(l, _)| l[d] == TOTAL) {
-                let parts: Vec<Term> = t
+                let parts: Vec<Key> = t
                     .rows
                     .iter()
                     .filter(|(l, _)| {
@@ -189,9 +287,9 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
                                 .enumerate()
                                 .all(|(i, (a, b))| i == d || a == b)
                     })
-                    .map(|(l, _)| term(t, l))
+                    .map(|(l, _)| key(t, l))
                     .collect();
-                if parts.is_empty() || !index.contains_key(labels.as_slice()) {
+                if parts.is_empty() || !present.contains(labels.as_slice()) {
                     continue;
                 }
                 let mut shown = labels.clone();
@@ -199,62 +297,85 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
                 lines.push(Line {
                     table: t.name.clone(),
                     labels: shown,
-                    margin: term(t, labels),
+                    margin: key(t, labels),
                     parts,
                 });
             }
         }
     }
-    let lower: i32 = if p.zeros_published { 1 } else { 0 };
-    // Smallest and largest value of a sum of variables under every line.
-    let range = |objective: &[usize]| -> (u64, Option<u64>) {
-        let solve = |dir: OptimizationDirection| -> Option<f64> {
-            let mut problem = Problem::new(dir);
-            let xs: Vec<_> = (0..var_home.len())
-                .map(|i| {
-                    let c = if objective.contains(&i) { 1.0 } else { 0.0 };
-                    problem.add_var(c, (lower as f64, f64::INFINITY))
-                })
-                .collect();
-            for line in &lines {
-                let mut expr: Vec<(microlp::Variable, f64)> = Vec::new();
-                let mut rhs = 0.0;
-                for t in &line.parts {
-                    match t {
-                        Term::Known(v) => rhs -= *v as f64,
-                        Term::Var(i) => expr.push((xs[*i], 1.0)),
-                    }
-                }
-                match line.margin {
-                    Term::Known(v) => rhs += v as f64,
-                    Term::Var(i) => expr.push((xs[i], -1.0)),
-                }
-                if !expr.is_empty() {
-                    problem.add_constraint(expr.as_slice(), ComparisonOp::Eq, rhs);
-                }
+    let relate = |sys: &mut System, terms: &[(&Key, f64)], op: Op, mut rhs: f64| {
+        let mut vars = Vec::new();
+        for (k, c) in terms {
+            match values.get(*k) {
+                Some(Value::Known(v)) => rhs -= c * *v as f64,
+                Some(Value::Var(i)) => vars.push((*i, *c)),
+                None => {}
             }
-            problem.solve().ok().map(|s| s.objective())
+        }
+        sys.relate(&vars, op, rhs);
+    };
+    for line in &lines {
+        let mut terms: Vec<(&Key, f64)> = vec![(&line.margin, -1.0)];
+        terms.extend(line.parts.iter().map(|k| (k, 1.0)));
+        relate(&mut sys, &terms, Op::Eq, 0.0);
+    }
+    // A published percentage p of a published or suppressed total: the
+    // count is within half a tenth of a percent of p percent of it.
+    for t in tables {
+        let Some(d) = t
+            .percent_of
+            .as_ref()
+            .and_then(|pd| t.dimensions.iter().position(|x| x == pd))
+        else {
+            continue;
         };
-        // The linear relaxation: its optimum is unique whatever the order of
-        // the variables, and rounding inwards gives the whole numbers a
-        // reader can believe (exact for the sums-of-cells structure of
-        // one- and two-way tables, whose matrices are totally unimodular).
-        let low = solve(OptimizationDirection::Minimize).unwrap_or(0.0);
-        let high = solve(OptimizationDirection::Maximize).map(|h| (h + 1e-6).floor() as u64);
-        ((low - 1e-6).ceil().max(0.0) as u64, high)
+        for ((labels, _), pct) in t.rows.iter().zip(&t.percents) {
+            let Some(pct) = pct else {
+                continue;
+            };
+            let mut total = labels.clone();
+            total[d] = TOTAL.to_string();
+            let (n, den) = (key(t, labels), key(t, &total));
+            relate(
+                &mut sys,
+                &[(&n, 100.0), (&den, -(pct - 0.05))],
+                Op::Ge,
+                -1e-9,
+            );
+            relate(
+                &mut sys,
+                &[(&n, 100.0), (&den, -(pct + 0.05))],
+                Op::Le,
+                1e-9,
+            );
+        }
+    }
+    let var_of = |k: &Key| match values.get(k) {
+        Some(Value::Var(i)) => Some(*i),
+        _ => None,
     };
     for (i, (table, labels)) in var_home.iter().enumerate() {
-        let (low, high) = range(&[i]);
-        let failure = match high {
-            Some(h) if h < p.min_count => Some(format!(
-                "a reader knows it is at most {h}, below {}",
-                p.min_count
-            )),
-            Some(h) if h - low < p.protection => Some(format!(
-                "a reader knows it is between {low} and {h}: narrower than {}",
-                p.protection
-            )),
-            _ => None,
+        let v = suppressed_vars[i];
+        let (low, high, failure) = match sys.range(&[v]) {
+            None => (
+                0,
+                None,
+                Some("the published figures contradict each other".to_string()),
+            ),
+            Some(r) => {
+                let failure = match r.high {
+                    Some(h) if (h as u64) < p.min_count => Some(format!(
+                        "a reader knows it is at most {h}, below {}",
+                        p.min_count
+                    )),
+                    Some(h) if ((h - r.low) as u64) < p.protection => Some(format!(
+                        "a reader knows it is between {} and {h}: narrower than {}",
+                        r.low, p.protection
+                    )),
+                    _ => None,
+                };
+                (r.low as u64, r.high.map(|h| h as u64), failure)
+            }
         };
         out.cells.push(Finding {
             table: table.clone(),
@@ -269,19 +390,19 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
         let mut vs: Vec<usize> = line
             .parts
             .iter()
-            .filter_map(|t| match t {
-                Term::Var(i) => Some(*i),
-                Term::Known(_) => None,
-            })
+            .filter(|k| !published.contains_key(*k))
+            .filter_map(var_of)
             .collect();
         vs.sort_unstable();
         vs.dedup();
         if vs.len() < 2 {
             continue;
         }
-        let (low, high) = range(&vs);
-        let failure = match high {
-            Some(h) if h == low && h >= 1 && h < p.min_count => Some(format!(
+        let Some(r) = sys.range(&vs) else {
+            continue;
+        };
+        let failure = match r.high {
+            Some(h) if h == r.low && h >= 1 && (h as u64) < p.min_count => Some(format!(
                 "the {} suppressed cells of this line add up to {h}, which a reader can work out",
                 vs.len()
             )),
@@ -291,12 +412,47 @@ pub fn audit(tables: &[Published], p: &Params) -> Audit {
             table: line.table.clone(),
             labels: line.labels.clone(),
             cells: vs.len(),
-            low,
-            high,
+            low: r.low as u64,
+            high: r.high.map(|h| h as u64),
             failure,
         });
     }
+    // Differences with earlier releases: a cell published in both, whose
+    // values differ by a small count, gives that count away.
+    for t in tables {
+        for (labels, count) in &t.rows {
+            let Some(c) = count else {
+                continue;
+            };
+            let k = key(t, labels);
+            for e in earlier.iter().filter(|e| e.key == k) {
+                let d = e.value.abs_diff(*c);
+                if d > 0 && d < p.min_count {
+                    out.differences.push(format!(
+                        "{} {}: published as {c}, and as {} in the release {}: the difference, \
+                         {d}, is a small count",
+                        t.name,
+                        labels.join("/"),
+                        e.value,
+                        e.release
+                    ));
+                }
+            }
+        }
+    }
+    out.differences.sort();
+    out.differences.dedup();
     out
+}
+
+/// The counts that round to `r` (nearest multiple of `base`, halves up)
+/// and could have been published.
+fn unround(r: u64, base: u64, min_count: u64) -> (i64, i64) {
+    let (lo, hi) = (r.saturating_sub(base / 2), r + base.div_ceil(2) - 1);
+    let possible = |v: &u64| *v == 0 || *v >= min_count;
+    let lo = (lo..=hi).find(possible).unwrap_or(r);
+    let hi = (lo..=hi).rev().find(possible).unwrap_or(r);
+    (lo as i64, hi as i64)
 }
 
 /// Reads a report folder: the tables' structure and thresholds from
@@ -325,6 +481,7 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
         min_count,
         protection: params["protection"].as_u64().unwrap_or(min_count),
         zeros_published: params["publish_zeros"].as_bool().unwrap_or(true),
+        rounding: params["rounding_base"].as_u64().filter(|b| *b > 1),
     };
     let mut tables = Vec::new();
     for t in m["tables"].as_array().ok_or_else(|| bad("no tables"))? {
@@ -348,7 +505,14 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
         let csv_path = dir.join("tables").join(format!("{name}.csv"));
         let mut rdr = csv::Reader::from_path(&csv_path)
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", csv_path.display())))?;
+        let percent_of = t["percent"].as_str().map(str::to_string);
+        let percent_col = rdr
+            .headers()
+            .map_err(|e| Error::Usage(format!("{}: {e}", csv_path.display())))?
+            .iter()
+            .position(|h| h == "percent");
         let mut rows = Vec::new();
+        let mut percents = Vec::new();
         for rec in rdr.records() {
             let rec = rec.map_err(|e| Error::Usage(format!("{}: {e}", csv_path.display())))?;
             let labels: Vec<String> = (0..dims.len()).map(|i| rec[i].to_string()).collect();
@@ -361,6 +525,15 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
                 })?)
             };
             rows.push((labels, count));
+            percents.push(match percent_col.map(|i| &rec[i]) {
+                Some(p) if !p.is_empty() => Some(p.parse().map_err(|_| {
+                    Error::Usage(format!(
+                        "{}: a percentage is not a number",
+                        csv_path.display()
+                    ))
+                })?),
+                _ => None,
+            });
         }
         tables.push(Published {
             name: name.to_string(),
@@ -368,6 +541,8 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
             where_,
             dimensions: dims,
             rows,
+            percent_of,
+            percents,
         });
     }
     Ok((tables, p))
@@ -390,6 +565,8 @@ mod tests {
             where_: vec![],
             dimensions: vec!["d".into()],
             rows,
+            percent_of: None,
+            percents: vec![],
         }
     }
 
@@ -397,13 +574,18 @@ mod tests {
         min_count: 5,
         protection: 5,
         zeros_published: true,
+        rounding: None,
     };
 
     #[test]
     fn two_ones_behind_a_total_are_found_with_the_at_least_one_rule() {
         // 15 = 10 + 3 + x + y, x = y = 1: with every count at least 1, a
         // reader knows x = y = 1.
-        let a = audit(&[one_row(&[Some(10), Some(3), None, None], Some(15))], &P5);
+        let a = audit(
+            &[one_row(&[Some(10), Some(3), None, None], Some(15))],
+            &P5,
+            &[],
+        );
         assert!(!a.passed());
         assert!(a.cells.iter().all(|c| c.low == 1 && c.high == Some(1)));
     }
@@ -416,8 +598,9 @@ mod tests {
             min_count: 11,
             protection: 1,
             zeros_published: true,
+            rounding: None,
         };
-        let a = audit(&[one_row(&[Some(15), None, None], Some(23))], &p);
+        let a = audit(&[one_row(&[Some(15), None, None], Some(23))], &p, &[]);
         assert!(!a.passed());
         let sum = &a.sums[0];
         assert_eq!((sum.low, sum.high), (8, Some(8)));
@@ -426,21 +609,25 @@ mod tests {
 
     #[test]
     fn three_singletons_in_one_row_are_each_known() {
-        let a = audit(&[one_row(&[None, None, None, Some(40)], Some(43))], &P5);
+        let a = audit(
+            &[one_row(&[None, None, None, Some(40)], Some(43))],
+            &P5,
+            &[],
+        );
         assert!(!a.passed());
         assert!(a.cells.iter().all(|c| c.high == Some(1)));
     }
 
     #[test]
     fn a_single_suppressed_cell_is_worked_out_from_its_margin() {
-        let a = audit(&[one_row(&[Some(60), None], Some(63))], &P5);
+        let a = audit(&[one_row(&[Some(60), None], Some(63))], &P5, &[]);
         assert_eq!((a.cells[0].low, a.cells[0].high), (3, Some(3)));
         assert!(!a.passed());
     }
 
     #[test]
     fn wide_enough_ranges_pass() {
-        let a = audit(&[one_row(&[Some(40), None, None], Some(52))], &P5);
+        let a = audit(&[one_row(&[Some(40), None, None], Some(52))], &P5, &[]);
         // x + y = 12, each from 1 to 11.
         assert_eq!((a.cells[0].low, a.cells[0].high), (1, Some(11)));
         assert!(a.passed(), "{a:?}");
@@ -455,9 +642,9 @@ mod tests {
         let mut by_nat = one_row(&[Some(10), Some(13)], Some(23));
         by_nat.name = "by_nat".into();
         by_nat.dimensions = vec!["nationality".into()];
-        let a = audit(&[by_sex.clone()], &P5);
+        let a = audit(&[by_sex.clone()], &P5, &[]);
         assert!(a.passed(), "alone, the total is unknown");
-        let a = audit(&[by_sex, by_nat], &P5);
+        let a = audit(&[by_sex, by_nat], &P5, &[]);
         assert!(!a.passed(), "the shared total gives the cell away");
         assert!(a.disclosed.len() == 1 || a.cells.iter().any(|c| c.high == Some(3)));
     }

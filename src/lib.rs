@@ -9,6 +9,7 @@ pub mod audit;
 pub mod demo;
 pub mod drop;
 pub mod error;
+pub mod interval;
 pub mod key;
 pub mod pseudonymise;
 pub mod raw;

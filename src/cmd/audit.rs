@@ -3,21 +3,34 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use safetally::audit::{Finding, audit, read_report};
+use safetally::audit::{Finding, audit, earlier_cells, read_report, report_window};
+use safetally::store::Store;
 
 /// Check a published report as an attacker would: for every suppressed
 /// count, the range a reader who knows the method can still believe, from
-/// the published tables alone.
+/// the published tables alone (and, with --store, every release the store
+/// records over a window nested with this one).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The report folder (with manifest.json and tables/).
     #[arg(value_name = "REPORT_DIR")]
     report: PathBuf,
+    /// Also compare with the releases this store records.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let (tables, params) = read_report(&args.report)?;
-    let a = audit(&tables, &params);
+    let earlier = match &args.store {
+        Some(dir) => {
+            let store = Store::open(dir)?;
+            let (from, to) = report_window(&args.report)?;
+            earlier_cells(&store.state()?, &store, from, to)?
+        }
+        None => Vec::new(),
+    };
+    let a = audit(&tables, &params, &earlier);
     let mut out = std::io::stdout().lock();
     let show = |f: &Finding| {
         let high = f.high.map_or("unbounded".to_string(), |h| h.to_string());
@@ -37,6 +50,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     for d in &a.disclosed {
         writeln!(out, "FAIL {d}")?;
     }
+    for d in &a.differences {
+        writeln!(out, "FAIL {d}")?;
+    }
     for f in &a.cells {
         writeln!(out, "{}", show(f))?;
     }
@@ -44,6 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         writeln!(out, "{} (sum of {} suppressed cells)", show(f), f.cells)?;
     }
     let failed = a.disclosed.len()
+        + a.differences.len()
         + a.cells
             .iter()
             .chain(&a.sums)

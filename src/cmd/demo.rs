@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use safetally::demo::{make_drops, members_toml};
 use safetally::drop::write_text_atomically;
 use safetally::key::TaskForceKey;
-use safetally::report::output::{headlines, write};
-use safetally::report::{Config, build};
+use safetally::report::output::headlines;
+use safetally::report::{Config, build, publish};
 use safetally::store::Store;
 use safetally::store::ingest::ingest;
 use safetally::store::ledger::Outcome;
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     // The report over the whole pilot.
     let report = build(&store, spec.from, spec.to, Config::default())?;
     let report_dir = dir.join("report");
-    write(&report, &report_dir, false)?;
+    publish(&store, &report, &report_dir, false)?;
     println!();
     for h in headlines(&report) {
         println!("{h}");

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use safetally::pseudonymise::Period;
-use safetally::report::output::{headlines, write};
-use safetally::report::{Config, build};
+use safetally::report::output::headlines;
+use safetally::report::{Config, build, publish};
 use safetally::store::Store;
 
 /// Link the store's drops of a window into persons and write the report:
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         None => Config::default(),
     };
     let report = build(&store, args.from, args.to, config)?;
-    let out = write(&report, &args.out, args.force)?;
+    let out = publish(&store, &report, &args.out, args.force)?;
     for h in headlines(&report) {
         println!("{h}");
     }

@@ -188,9 +188,9 @@ pub fn svg(t: &Table, min: u64) -> Option<String> {
                 let (y0, y1) = frac(b);
                 let y = (y0 + y1) / 2.0;
                 let published = b.row.flag == Flag::None;
-                // Suppressed: no bar and no count, only "<5" at the axis.
+                // Suppressed: no bar and no count, only the mark at the axis.
                 let x = if published { b.row.count } else { 0 };
-                let mut text = cell_text(b.row, min);
+                let mut text = cell_text(b.row);
                 if let Some(p) = b.row.percent.filter(|_| published) {
                     text = format!("{text} ({})", pct(p));
                 }
@@ -328,7 +328,7 @@ mod tests {
             "only the published, non-zero cell"
         );
         assert!(svg.contains(">\n4,321 (99.9%)\n</text>"), "{svg}");
-        assert!(svg.contains(">\n&lt;5\n</text>"), "{svg}");
+        assert!(svg.contains(">\nx\n</text>"), "{svg}");
         assert!(!svg.contains(">\n3\n</text>"), "the hidden count");
         assert!(!svg.contains(">\n4,324"), "no margin drawn");
         assert_eq!(svg, super::svg(&t, 5).unwrap(), "deterministic");

@@ -5,8 +5,8 @@
 //! are shown only when their numerator and denominator are published and
 //! the denominator is at least `min_denominator`. Secondary suppression
 //! (so that no suppressed cell can be worked out from margins, other
-//! tables and earlier reports) is the next step of this module; it runs
-//! between [`primary`] and [`percentages`].
+//! tables and earlier reports, [`super::secondary`]) runs between
+//! [`primary`] and [`percentages`], then the optional [`round`]ing.
 
 use std::collections::HashMap;
 
@@ -32,6 +32,16 @@ pub fn primary(tables: &mut [Table], t: &Thresholds) {
             if small || zero {
                 row.flag = Flag::Primary;
             }
+        }
+    }
+}
+
+/// Rounds every published count to the nearest multiple of `base`
+/// (halves up). Suppressed cells keep their count, which is never shown.
+pub fn round(tables: &mut [Table], base: u64) {
+    for row in tables.iter_mut().flat_map(|t| &mut t.rows) {
+        if row.flag == Flag::None {
+            row.count = (row.count + base / 2) / base * base;
         }
     }
 }

@@ -30,7 +30,7 @@ svg.chart{display:block;width:100%;max-width:34rem;height:auto;margin:.5rem 0}\
 @media print{body{max-width:none;padding:0}section{break-inside:avoid;page-break-inside:avoid}\
 .scroll{overflow:visible}svg.chart{max-width:30rem}}";
 
-fn table_html(t: &Table, min: u64) -> String {
+fn table_html(t: &Table) -> String {
     let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
     for d in &t.spec.dimensions {
         let _ = write!(s, "<th>{}</th>", esc(&label("", d)));
@@ -53,7 +53,7 @@ fn table_html(t: &Table, min: u64) -> String {
         for (d, v) in t.spec.dimensions.iter().zip(&r.labels) {
             let _ = write!(s, "<td>{}</td>", esc(&label(d, v)));
         }
-        let _ = write!(s, "<td class=\"n\">{}</td>", esc(&cell_text(r, min)));
+        let _ = write!(s, "<td class=\"n\">{}</td>", esc(&cell_text(r)));
         if t.spec.percent_of.is_some() {
             let _ = write!(
                 s,
@@ -96,16 +96,13 @@ pub fn page(report: &Report) -> String {
             esc(&t.spec.title),
             esc(&t.spec.counts),
             chart::svg(t, min).unwrap_or_default(),
-            table_html(t, min)
+            table_html(t)
         );
     }
     let _ = writeln!(
         s,
-        "<p class=\"note\">&lt;{min} marks a count from 1 to {} that is not published. \
-         Percentages are shown only when their count is published and their total is at \
-         least {}.</p></body></html>",
-        min - 1,
-        report.config.min_denominator
+        "<p class=\"note\">{}</p></body></html>",
+        esc(&super::output::suppression_note(report))
     );
     s
 }

@@ -14,6 +14,7 @@ pub mod html;
 pub mod input;
 pub mod link;
 pub mod output;
+pub mod secondary;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::pseudonymise::Period;
 use crate::schema::Form;
-use crate::store::{Store, recover};
+use crate::store::{Store, recover, release};
 use disclosure::Thresholds;
 use input::{InputDrop, LinkStats};
 use tables::{QuerySpec, Table};
@@ -46,6 +47,9 @@ pub struct Config {
     pub protection: Option<u64>,
     /// A folder of extra `.sql` figures (relative to the config file).
     pub queries: Option<PathBuf>,
+    /// Round every published count to a multiple of this base (for
+    /// instance 5); percentages are then of the rounded counts.
+    pub rounding_base: Option<u64>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             publish_zeros: true,
             protection: None,
             queries: None,
+            rounding_base: None,
         }
     }
 }
@@ -79,6 +84,12 @@ impl Config {
                 path.display()
             )));
         }
+        if c.rounding_base.is_some_and(|b| b < 2) {
+            return Err(Error::Usage(format!(
+                "{}: rounding_base must be at least 2 (or left out)",
+                path.display()
+            )));
+        }
         if let Some(q) = &c.queries
             && q.is_relative()
         {
@@ -93,6 +104,17 @@ impl Config {
             min_count: self.min_count,
             min_denominator: self.min_denominator,
             publish_zeros: self.publish_zeros,
+        }
+    }
+
+    /// What secondary suppression protects against, given the cells of
+    /// earlier releases.
+    pub fn protection(&self, earlier: Vec<secondary::Earlier>) -> secondary::Params {
+        secondary::Params {
+            min_count: self.min_count,
+            protection: self.protection.unwrap_or(self.min_count),
+            zeros_published: self.publish_zeros,
+            earlier,
         }
     }
 }
@@ -116,6 +138,67 @@ pub struct Report {
     pub tables: Vec<Table>,
     /// The store's ledger: entries and the SHA-256 of its last line.
     pub ledger: (usize, String),
+    /// Earlier releases over nested windows that suppression took into
+    /// account.
+    pub earlier: Vec<String>,
+    /// The ledger entry of the release of the same window this one revises.
+    pub revises: Option<u64>,
+}
+
+impl Report {
+    /// The tables as a reader sees them, for the release ledger.
+    pub fn release(&self) -> release::Release {
+        release::Release {
+            from: self.from.to_string(),
+            to: self.to.to_string(),
+            title: self.config.title.clone(),
+            tables: self
+                .tables
+                .iter()
+                .map(|t| release::ReleasedTable {
+                    name: t.spec.name.clone(),
+                    population: t.spec.population.clone(),
+                    where_: t.spec.where_.clone(),
+                    dimensions: t.spec.dimensions.clone(),
+                    cells: t
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            let shown = (r.flag == tables::Flag::None).then_some(r.count);
+                            (r.labels.clone(), shown)
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Publishes a report: writes the folder beside `out`, audits what was
+/// written as a reader would (with the earlier releases the store
+/// records), records the release in the store, then puts the folder in
+/// place. A report that fails its audit is not written and not recorded.
+pub fn publish(store: &Store, report: &Report, out: &Path, replace: bool) -> Result<PathBuf> {
+    output::write(report, out, replace, &mut |dir: &Path| {
+        let (published, params) = crate::audit::read_report(dir)?;
+        let state = store.state()?;
+        let earlier = crate::audit::earlier_cells(&state, store, report.from, report.to)?;
+        let a = crate::audit::audit(&published, &params, &earlier);
+        if !a.passed() {
+            let first = a
+                .failures()
+                .into_iter()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n  ");
+            return Err(Error::Refused(format!(
+                "the report fails its disclosure audit, so it was not written:\n  {first}\n\
+                 This is a fault in safetally's suppression: please report it."
+            )));
+        }
+        release::record(store, &report.release(), report.ledger.0)?;
+        Ok(())
+    })
 }
 
 /// Every month from `from` to `to`.
@@ -159,6 +242,25 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
     let (linkage, mut tables) = runtime.block_on(run(store, &inputs, &specs, from, to))?;
     let t = config.thresholds();
     disclosure::primary(&mut tables, &t);
+    let nested = release::nested_releases(&state, store, from, to)?;
+    let mut earlier = Vec::new();
+    for (rec, rel) in &nested {
+        for t in &rel.tables {
+            for (labels, value) in &t.cells {
+                if let Some(v) = value {
+                    earlier.push(secondary::Earlier {
+                        release: rec.label(),
+                        key: secondary::cell_key(&t.population, &t.where_, &t.dimensions, labels),
+                        value: *v,
+                    });
+                }
+            }
+        }
+    }
+    secondary::secondary(&mut tables, &config.protection(earlier))?;
+    if let Some(base) = config.rounding_base {
+        disclosure::round(&mut tables, base);
+    }
     disclosure::percentages(&mut tables, &t);
     Ok(Report {
         config,
@@ -169,6 +271,12 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
         linkage,
         tables,
         ledger: (state.ledger.entries.len(), state.ledger.last_hash.clone()),
+        earlier: nested.iter().map(|(r, _)| r.label()).collect(),
+        revises: nested
+            .iter()
+            .rev()
+            .find(|(r, _)| r.bounds() == Some((from, to)))
+            .map(|(r, _)| r.seq),
     })
 }
 

@@ -35,11 +35,16 @@ pub fn pct(p: f64) -> String {
     format!("{p:.1}%")
 }
 
-/// How a cell reads: the count, or `<5` when suppressed.
-pub fn cell_text(row: &Row, min_count: u64) -> String {
+/// How a suppressed cell reads. The same mark for small counts and for
+/// the cells that protect them: a mark that told them apart would tell a
+/// reader which cells are small.
+pub const SUPPRESSED: &str = "x";
+
+/// How a cell reads: the count, or [`SUPPRESSED`].
+pub fn cell_text(row: &Row) -> String {
     match row.flag {
         Flag::None => thousands(row.count),
-        _ => format!("<{min_count}"),
+        _ => SUPPRESSED.to_string(),
     }
 }
 
@@ -104,32 +109,38 @@ pub fn summary(report: &Report) -> Value {
 
 /// The headline sentences.
 pub fn headlines(report: &Report) -> Vec<String> {
-    let min = report.config.min_count;
     let mut out = Vec::new();
     if let Some(t) = find(report, "screening_funnel")
         && let Some(total) = t.get(&[TOTAL])
     {
         let identified = t.get(&["identified"]);
-        let people = match total.flag {
-            Flag::None => thousands(total.count),
-            _ => format!("fewer than {min}"),
-        };
         let ident = match identified {
-            Some(r) if r.flag == Flag::None => match r.percent {
+            Some(r) if r.flag == Flag::None => Some(match r.percent {
                 Some(p) => format!("{} ({})", thousands(r.count), pct(p)),
                 None => thousands(r.count),
-            },
-            _ => format!("fewer than {min}"),
+            }),
+            _ => None,
         };
         let were = if identified.is_some_and(|r| r.flag == Flag::None && r.count == 1) {
             "was"
         } else {
             "were"
         };
-        out.push(format!(
-            "Of the {people} potential victims who underwent preliminary screening, {ident} \
-             {were} identified as victims of trafficking."
-        ));
+        out.push(match (total.flag, ident) {
+            (Flag::None, Some(ident)) => format!(
+                "Of the {} potential victims who underwent preliminary screening, {ident} \
+                 {were} identified as victims of trafficking.",
+                thousands(total.count)
+            ),
+            (Flag::None, None) => format!(
+                "Of the {} potential victims who underwent preliminary screening, the number \
+                 identified as victims of trafficking is withheld to protect small groups.",
+                thousands(total.count)
+            ),
+            _ => "The number of potential victims who underwent preliminary screening is \
+                  withheld to protect small groups."
+                .to_string(),
+        });
     }
     if let Some(t) = find(report, "self_assessment_fear_of_consequences") {
         let parts: Vec<String> = t
@@ -230,7 +241,7 @@ pub fn label(dim: &str, value: &str) -> String {
     }
 }
 
-fn md_table(t: &Table, min: u64) -> String {
+fn md_table(t: &Table) -> String {
     let mut s = String::new();
     let dims = &t.spec.dimensions;
     let has_pct = t.spec.percent_of.is_some();
@@ -254,7 +265,7 @@ fn md_table(t: &Table, min: u64) -> String {
                 if r.is_margin() { format!("**{l}**") } else { l }
             })
             .collect();
-        let _ = write!(s, "| {} | {} |", labels.join(" | "), cell_text(r, min));
+        let _ = write!(s, "| {} | {} |", labels.join(" | "), cell_text(r));
         if has_pct {
             let _ = write!(s, " {} |", r.percent.map(pct).unwrap_or_default());
         }
@@ -265,7 +276,6 @@ fn md_table(t: &Table, min: u64) -> String {
 
 /// The report as Markdown.
 pub fn markdown(report: &Report) -> String {
-    let min = report.config.min_count;
     let mut s = String::new();
     let _ = writeln!(s, "# {}\n", report.config.title);
     let orgs: std::collections::BTreeSet<&str> =
@@ -290,7 +300,7 @@ pub fn markdown(report: &Report) -> String {
     for t in &report.tables {
         let _ = writeln!(s, "### {}\n", t.spec.title);
         let _ = writeln!(s, "Counts {}.\n", t.spec.counts);
-        s.push_str(&md_table(t, min));
+        s.push_str(&md_table(t));
         s.push('\n');
     }
     s.push_str("## About these figures\n\n");
@@ -300,20 +310,36 @@ pub fn markdown(report: &Report) -> String {
          several NGOs and months are linked by keyed match keys (passport; name and date of \
          birth). Anonymous self-assessments count once each."
     );
-    let _ = writeln!(
-        s,
-        "- `<{min}` marks a count from 1 to {} that is not published, so that no small group \
-         can be singled out. Percentages are shown only when their count is published and \
-         their total is at least {}.",
-        min - 1,
-        report.config.min_denominator
-    );
+    let _ = writeln!(s, "- {}", suppression_note(report));
     let _ = writeln!(
         s,
         "- `manifest.json` lists every drop these figures come from, with its SHA-256, and \
          the store's ledger position."
     );
     s
+}
+
+/// What the suppression mark means, for readers.
+pub fn suppression_note(report: &Report) -> String {
+    let min = report.config.min_count;
+    let mut note = format!(
+        "\"{SUPPRESSED}\" marks a count that is not published: a count from 1 to {}, or a \
+         count that would let such a count be worked out from the others (from this report's \
+         totals, its other tables, or earlier reports). No reader can narrow a withheld count \
+         down to fewer than {} possible values or rule out that it is {min} or more. \
+         Percentages are shown only when their count is published and their total is at \
+         least {}.",
+        min - 1,
+        report.config.protection.unwrap_or(min) + 1,
+        report.config.min_denominator,
+    );
+    if let Some(b) = report.config.rounding_base {
+        note.push_str(&format!(
+            " Counts are rounded to a multiple of {b}; totals are rounded on their own, so \
+             they need not equal the sum of their parts."
+        ));
+    }
+    note
 }
 
 /// The manifest: inputs, parameters, versions, linkage and suppression.
@@ -323,10 +349,11 @@ pub fn manifest(report: &Report) -> Value {
         .iter()
         .map(|t| {
             let s = disclosure::stats(std::slice::from_ref(t));
-            json!({ "table": t.spec.name, "cells": s.cells, "primary": s.primary,
-                    "secondary": s.secondary, "percentages": s.percentages })
+            json!({ "table": t.spec.name, "cells": s.cells,
+                    "suppressed": s.primary + s.secondary, "percentages": s.percentages })
         })
         .collect();
+    let all = disclosure::stats(&report.tables);
     let linkage: serde_json::Map<String, Value> = report
         .linkage
         .iter()
@@ -347,6 +374,7 @@ pub fn manifest(report: &Report) -> Value {
             "min_denominator": report.config.min_denominator,
             "publish_zeros": report.config.publish_zeros,
             "protection": report.config.protection.unwrap_or(report.config.min_count),
+            "rounding_base": report.config.rounding_base,
             "queries_folder": report.config.queries.as_ref().map(|p| p.display().to_string()),
         },
         "versions": {
@@ -366,16 +394,35 @@ pub fn manifest(report: &Report) -> Value {
             "dimensions": t.spec.dimensions,
             "population": t.spec.population,
             "where": t.spec.where_.iter().map(|(d, v)| json!([d, v])).collect::<Vec<_>>(),
+            "percent": t.spec.percent_of,
         })).collect::<Vec<_>>(),
         "linkage": linkage,
-        "suppression": { "all": disclosure::stats(&report.tables), "tables": per_table },
+        "suppression": {
+            "method": "primary (counts from 1 to min_count - 1), then secondary over all tables \
+                       at once, then an independent audit (safetally audit)",
+            "all": {
+                "cells": all.cells,
+                "suppressed": all.primary + all.secondary,
+                "percentages": all.percentages,
+            },
+            "tables": per_table,
+        },
+        "release": {
+            "earlier_releases_considered": report.earlier,
+            "revises_ledger_entry": report.revises,
+        },
     })
 }
 
 /// Writes the report into `out` (which must not exist, or be empty, unless
 /// `replace`). The folder appears whole: it is written beside, synced,
 /// then renamed.
-pub fn write(report: &Report, out: &Path, replace: bool) -> Result<PathBuf> {
+pub fn write(
+    report: &Report,
+    out: &Path,
+    replace: bool,
+    before_publish: &mut dyn FnMut(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     if out.exists() {
         let empty = std::fs::read_dir(out)
             .map(|mut d| d.next().is_none())
@@ -419,6 +466,7 @@ pub fn write(report: &Report, out: &Path, replace: bool) -> Result<PathBuf> {
     put("manifest.json", &pretty(&manifest(report)))?;
     sync_dir(&tmp.path().join("tables"));
     sync_dir(tmp.path());
+    before_publish(tmp.path())?;
     let staged = tmp.keep();
     if out.exists() {
         // Replace: move the old one aside first, so a failure keeps it.

@@ -211,12 +211,13 @@ pub enum Flag {
 }
 
 impl Flag {
-    /// The word in `flag` columns (empty when published).
+    /// The word in `flag` columns (empty when published). Small counts
+    /// and the cells that protect them read the same: telling them apart
+    /// would tell a reader which cells are small.
     pub fn as_str(self) -> &'static str {
         match self {
             Flag::None => "",
-            Flag::Primary => "primary",
-            Flag::Secondary => "secondary",
+            Flag::Primary | Flag::Secondary => "suppressed",
         }
     }
 }

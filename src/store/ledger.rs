@@ -36,6 +36,8 @@ pub enum Outcome {
     Refused,
     /// A new key epoch starts: drops must carry `fingerprint` from now on.
     Epoch,
+    /// A report was published; `path` holds what it showed.
+    Release,
 }
 
 impl Outcome {
@@ -47,6 +49,7 @@ impl Outcome {
             Outcome::Superseded => "superseded",
             Outcome::Refused => "refused",
             Outcome::Epoch => "epoch",
+            Outcome::Release => "release",
         }
     }
 }
@@ -105,6 +108,12 @@ pub struct Entry {
     /// Filed by recovery after an interrupted ingest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovered: bool,
+    /// For `release`: the report's window, `FROM..TO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// For `release`: the earlier release of the same window it revises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revises: Option<u64>,
 }
 
 impl Entry {
@@ -130,6 +139,8 @@ impl Entry {
             by: None,
             reason: None,
             recovered: false,
+            window: None,
+            revises: None,
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod ingest;
 pub mod ledger;
+pub mod release;
 pub mod status;
 pub mod verify;
 
@@ -145,6 +146,8 @@ pub struct State {
     pub epochs: Vec<(u32, String, String)>,
     /// Filed drops by SHA-256.
     pub filed: HashMap<String, Filed>,
+    /// Published reports, in order.
+    pub releases: Vec<release::Recorded>,
 }
 
 /// A drop the ledger files.
@@ -231,6 +234,16 @@ impl State {
                         superseded: e.outcome == Outcome::Superseded,
                     },
                 );
+            }
+            Outcome::Release => {
+                if let (Some(sha), Some(path), Some(window)) = (&e.sha256, &e.path, &e.window) {
+                    self.releases.push(release::Recorded {
+                        seq: e.seq,
+                        sha256: sha.clone(),
+                        path: path.clone(),
+                        window: window.clone(),
+                    });
+                }
             }
             Outcome::Duplicate | Outcome::Refused => {}
         }

@@ -82,6 +82,20 @@ pub fn verify(store: &Store) -> Result<Verified> {
             ));
         }
     }
+    // Release records: present and unchanged; nothing else in releases/.
+    for r in &state.releases {
+        if let Err(e) = super::release::read(store, r) {
+            problems.push(e.to_string());
+        }
+    }
+    let recorded: BTreeSet<&str> = state.releases.iter().map(|r| r.path.as_str()).collect();
+    for rel in super::release::files(store.root())? {
+        if !recorded.contains(rel.as_str()) {
+            problems.push(format!(
+                "{rel} is not in the ledger: move it out of the store"
+            ));
+        }
+    }
     if let Ok(mut left) = std::fs::read_dir(store.root().join(TMP_DIR))
         && left.next().is_some()
     {
