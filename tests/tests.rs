@@ -2,6 +2,7 @@
 //! test in its own temporary directory.
 
 mod cli;
+mod disclosure;
 mod faults;
 mod leak;
 mod normalisation;
