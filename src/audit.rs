@@ -320,8 +320,10 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
         relate(&mut sys, &terms, Op::Eq, 0.0);
     }
     // A published percentage p of a published or suppressed total: the
-    // count is within half a tenth of a percent of p percent of it.
-    for t in tables {
+    // count is within half a tenth of a percent of p percent of it. (With
+    // rounding, percentages are of the rounded counts, which are
+    // published: they tell nothing more.)
+    for t in tables.iter().filter(|_| p.rounding.is_none()) {
         let Some(d) = t
             .percent_of
             .as_ref()
@@ -647,5 +649,41 @@ mod tests {
         let a = audit(&[by_sex, by_nat], &P5, &[]);
         assert!(!a.passed(), "the shared total gives the cell away");
         assert!(a.disclosed.len() == 1 || a.cells.iter().any(|c| c.high == Some(3)));
+    }
+
+    #[test]
+    fn a_published_percentage_pins_a_suppressed_numerator() {
+        // 85.5% of 207: the numerator is 177 (176.88 to 177.09).
+        let mut t = one_row(&[None, None, Some(0)], Some(207));
+        t.percent_of = Some("d".into());
+        t.percents = vec![Some(85.5), None, None, None];
+        let a = audit(&[t.clone()], &P5, &[]);
+        assert_eq!((a.cells[0].low, a.cells[0].high), (177, Some(177)));
+        assert!(!a.passed());
+        t.percents = vec![None; 4];
+        let a = audit(&[t], &P5, &[]);
+        assert_eq!((a.cells[0].low, a.cells[0].high), (1, Some(206)));
+    }
+
+    #[test]
+    fn rounded_counts_are_read_as_ranges() {
+        // Base 5: a published 10 is 8 to 12, a published 15 total 13 to 17;
+        // the suppressed cell is their difference: 1 to 9.
+        let p = Params {
+            rounding: Some(5),
+            ..P5
+        };
+        let a = audit(&[one_row(&[None, Some(10)], Some(15))], &p, &[]);
+        assert_eq!((a.cells[0].low, a.cells[0].high), (1, Some(9)));
+        assert!(a.passed(), "{a:?}");
+        // Exact counts would pin it at 5.
+        let a = audit(&[one_row(&[None, Some(10)], Some(15))], &P5, &[]);
+        assert_eq!((a.cells[0].low, a.cells[0].high), (5, Some(5)));
+        assert_eq!(
+            unround(0, 5, 5),
+            (0, 0),
+            "a published 0 is 0: 1 and 2 would be hidden"
+        );
+        assert_eq!(unround(5, 5, 5), (5, 7));
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use safetally::schema::Form;
 
-use crate::util::{Fleet, tree};
+use crate::util::{Fleet, ledger, tree};
 
 type Row = Vec<(String, String)>;
 
@@ -462,4 +462,150 @@ fn report_html_has_a_chart_per_table_and_no_suppressed_count() {
     );
     assert_eq!(funnel.matches(">\nx\n</text>").count(), 3, "{funnel}");
     assert!(!funnel.contains("(25.0%)") && !funnel.contains("(50.0%)"));
+}
+
+/// Screening rows for `n` distinct persons, with this outcome.
+fn persons(tag: &str, period: &str, n: usize, outcome: &str) -> Vec<Row> {
+    (0..n)
+        .map(|i| {
+            let family = format!("{tag}{}", char::from(b'a' + i as u8));
+            screened(
+                &format!("{tag}{i}"),
+                &format!("{period}-05"),
+                &[
+                    ("family_name", family.as_str()),
+                    ("given_name", "Maria"),
+                    ("date_of_birth", "1990-01-01"),
+                ],
+                outcome,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_monthly_release_then_a_year_to_date_one_reveals_no_small_difference() {
+    let f = Fleet::new();
+    let mut jan = persons("Jan", "2018-01", 20, "pending");
+    jan.extend(persons("Kal", "2018-01", 10, "not_identified"));
+    f.drop_of(Form::Screening, "NGO01", "2018-01", "j", &jan);
+    f.drop_of(
+        Form::Screening,
+        "NGO02",
+        "2018-02",
+        "f",
+        &persons("Feb", "2018-02", 3, "pending"),
+    );
+    f.w.run(&["store", "init", "store"]).ok();
+    f.w.run(&["ingest", "--store", "store", "made/j", "made/f"])
+        .ok();
+    let window = |from: &str, to: &str, out: &str| {
+        f.w.run(&[
+            "report", "--store", "store", "--from", from, "--to", to, "--out", out,
+        ])
+    };
+    window("2018-01", "2018-01", "jan").ok();
+    let funnel = table(&f.w.path("jan"), "screening_funnel");
+    assert_eq!(funnel["Total"].0, "30");
+    assert_eq!(funnel["pending"].0, "20");
+    // January to February: 33 persons, 23 pending. Next to January's
+    // release, either would tell that 3 persons were first screened in
+    // February.
+    window("2018-01", "2018-02", "ytd").ok();
+    let ytd = f.w.path("ytd");
+    let funnel = table(&ytd, "screening_funnel");
+    assert_eq!(funnel["Total"].1, "suppressed", "{funnel:?}");
+    assert_eq!(funnel["pending"].1, "suppressed", "{funnel:?}");
+    assert_eq!(
+        funnel["not_identified"].0, "10",
+        "unchanged: nothing to hide"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ytd.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["release"]["earlier_releases_considered"][0],
+        "2018-01..2018-01 (ledger entry 4)"
+    );
+    // The audit with the store's releases passes; put back the total and
+    // it finds the difference, which the report alone does not show.
+    let a = f.w.run(&["audit", "ytd", "--store", "store"]);
+    a.ok();
+    let leaky = f.w.path("leaky");
+    std::fs::create_dir_all(leaky.join("tables")).unwrap();
+    for (rel, bytes) in tree(&ytd) {
+        let mut text = String::from_utf8(bytes).unwrap();
+        if rel == "tables/screening_funnel.csv" {
+            text = text.replace("\nTotal,,suppressed,", "\nTotal,33,,");
+        }
+        std::fs::write(leaky.join(rel), text).unwrap();
+    }
+    let a = f.w.run(&["audit", "leaky", "--store", "store"]);
+    assert_eq!(a.code, 1, "{}", a.stdout);
+    assert!(
+        a.stdout.contains(
+            "FAIL screening_funnel Total: published as 33, and as 30 in the release \
+             2018-01..2018-01 (ledger entry 4): the difference, 3, is a small count"
+        ),
+        "{}",
+        a.stdout
+    );
+    // A revised January (a late drop) is recorded as revising the first.
+    f.drop_of(
+        Form::Screening,
+        "NGO03",
+        "2018-01",
+        "late",
+        &persons("Late", "2018-01", 6, "not_identified"),
+    );
+    f.w.run(&["ingest", "--store", "store", "made/late"]).ok();
+    window("2018-01", "2018-01", "jan2").ok();
+    let ledger = ledger(&f.w.path("store"));
+    let releases: Vec<&serde_json::Value> = ledger
+        .iter()
+        .filter(|e| e["outcome"] == "release")
+        .collect();
+    assert_eq!(releases.len(), 3);
+    assert_eq!(releases[0]["window"], "2018-01..2018-01");
+    assert_eq!(releases[2]["revises"], releases[0]["seq"]);
+    assert!(releases[1].get("revises").is_none());
+    f.w.run(&["store", "verify", "store"]).ok();
+    // A release record is evidence: a changed one is found.
+    let rec =
+        f.w.path("store")
+            .join(releases[0]["path"].as_str().unwrap());
+    std::fs::write(&rec, "{}").unwrap();
+    let v = f.w.run(&["store", "verify", "store"]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+}
+
+#[test]
+fn rounding_to_base_5_is_applied_to_every_published_count_and_audited() {
+    let f = Fleet::new();
+    let mut jan = persons("Jan", "2018-01", 22, "pending");
+    jan.extend(persons("Kal", "2018-01", 11, "not_identified"));
+    f.drop_of(Form::Screening, "NGO01", "2018-01", "j", &jan);
+    f.w.run(&["store", "init", "store"]).ok();
+    f.w.run(&["ingest", "--store", "store", "made/j"]).ok();
+    f.w.write("round.toml", "rounding_base = 5\n");
+    report(&f, "r", &["--config", "round.toml"]).ok();
+    let r = f.w.path("r");
+    let funnel = table(&r, "screening_funnel");
+    // 22 -> 20, 11 -> 10, 33 -> 35: each on its own; the percentage is of
+    // the rounded counts (20 of 35).
+    assert_eq!(funnel["pending"], ("20".into(), "".into(), "57.1".into()));
+    assert_eq!(funnel["not_identified"].0, "10");
+    assert_eq!(funnel["Total"].0, "35");
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    assert!(md.contains("Counts are rounded to a multiple of 5"), "{md}");
+    let a = f.w.run(&["audit", "r"]);
+    a.ok();
+    assert!(a.stdout.contains("0 suppressed cells"), "{}", a.stdout);
+    f.w.write("bad.toml", "rounding_base = 1\n");
+    let bad = report(&f, "r2", &["--config", "bad.toml"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("rounding_base must be at least 2"),
+        "{}",
+        bad.stderr
+    );
 }
