@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -75,6 +76,9 @@ pub struct Params {
     pub zeros_published: bool,
     /// Published counts rounded to this base, if any.
     pub rounding: Option<u64>,
+    /// Compute every range exactly (otherwise a range that whole-number
+    /// solutions already show to be wide enough is not narrowed down).
+    pub exact: bool,
 }
 
 /// The range a reader can believe for one suppressed cell or sum.
@@ -91,6 +95,9 @@ pub struct Finding {
     pub low: u64,
     /// Largest (`None`: unbounded).
     pub high: Option<u64>,
+    /// Whether `low` and `high` are the exact ends; when not, they are
+    /// values whole-number solutions reach (the range is at least that).
+    pub exact: bool,
     /// Why it fails; `None` when it passes.
     pub failure: Option<String>,
 }
@@ -356,39 +363,9 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
         Some(Value::Var(i)) => Some(*i),
         _ => None,
     };
-    for (i, (table, labels)) in var_home.iter().enumerate() {
-        let v = suppressed_vars[i];
-        let (low, high, failure) = match sys.range(&[v]) {
-            None => (
-                0,
-                None,
-                Some("the published figures contradict each other".to_string()),
-            ),
-            Some(r) => {
-                let failure = match r.high {
-                    Some(h) if (h as u64) < p.min_count => Some(format!(
-                        "a reader knows it is at most {h}, below {}",
-                        p.min_count
-                    )),
-                    Some(h) if ((h - r.low) as u64) < p.protection => Some(format!(
-                        "a reader knows it is between {} and {h}: narrower than {}",
-                        r.low, p.protection
-                    )),
-                    _ => None,
-                };
-                (r.low as u64, r.high.map(|h| h as u64), failure)
-            }
-        };
-        out.cells.push(Finding {
-            table: table.clone(),
-            labels: labels.clone(),
-            cells: 1,
-            low,
-            high,
-            failure,
-        });
-    }
-    for line in &lines {
+    // Each line's suppressed cells, for the sums a reader can form.
+    let mut sums: Vec<(usize, Vec<usize>, Option<i64>)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
         let mut vs: Vec<usize> = line
             .parts
             .iter()
@@ -397,28 +374,81 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
             .collect();
         vs.sort_unstable();
         vs.dedup();
-        if vs.len() < 2 {
-            continue;
+        if vs.len() >= 2 {
+            // Known when the margin and the other cells are published
+            // exactly: the margin less the others.
+            let exact_value = |k: &Key| match values.get(k) {
+                Some(Value::Known(v)) => Some(*v as i64),
+                _ => None,
+            };
+            let others: Option<i64> = line
+                .parts
+                .iter()
+                .filter(|k| published.contains_key(*k))
+                .map(exact_value)
+                .sum();
+            let known = exact_value(&line.margin).zip(others).map(|(m, o)| m - o);
+            sums.push((i, vs, known));
         }
-        let Some(r) = sys.range(&vs) else {
-            continue;
-        };
-        let failure = match r.high {
-            Some(h) if h == r.low && h >= 1 && (h as u64) < p.min_count => Some(format!(
-                "the {} suppressed cells of this line add up to {h}, which a reader can work out",
-                vs.len()
-            )),
-            _ => None,
-        };
-        out.sums.push(Finding {
-            table: line.table.clone(),
-            labels: line.labels.clone(),
-            cells: vs.len(),
-            low: r.low as u64,
-            high: r.high.map(|h| h as u64),
-            failure,
-        });
     }
+    // Groups of variables that share no relation are independent: audited
+    // in parallel, each with the whole-number solutions found so far.
+    let components = sys.components();
+    let mut home = vec![0usize; sys.vars()];
+    for (g, vars) in components.iter().enumerate() {
+        for &v in vars {
+            home[v] = g;
+        }
+    }
+    let mut cells_of: Vec<Vec<usize>> = vec![Vec::new(); components.len()];
+    for (i, &v) in suppressed_vars.iter().enumerate() {
+        cells_of[home[v]].push(i);
+    }
+    let mut sums_of: Vec<Vec<usize>> = vec![Vec::new(); components.len()];
+    for (j, (_, vs, _)) in sums.iter().enumerate() {
+        sums_of[home[vs[0]]].push(j);
+    }
+    // Per group: (cell number, finding) and (sum number, finding).
+    type Numbered = Vec<(usize, Finding)>;
+    let results: Vec<(Numbered, Numbered)> = (0..components.len())
+        .into_par_iter()
+        .filter(|&g| !cells_of[g].is_empty())
+        .map(|g| {
+            let mut group = Group::new(&sys, &components[g], p);
+            if !p.exact {
+                let vars: Vec<usize> = cells_of[g].iter().map(|&i| suppressed_vars[i]).collect();
+                group.spread(&vars);
+            }
+            let cells = cells_of[g]
+                .iter()
+                .map(|&i| {
+                    let (table, labels) = &var_home[i];
+                    (i, group.cell(suppressed_vars[i], table, labels))
+                })
+                .collect();
+            let sums = sums_of[g]
+                .iter()
+                .map(|&j| {
+                    let (l, vs, known) = &sums[j];
+                    (
+                        j,
+                        group.sum(vs, *known, &lines[*l].table, &lines[*l].labels),
+                    )
+                })
+                .collect();
+            (cells, sums)
+        })
+        .collect();
+    let mut cells: Vec<(usize, Finding)> = Vec::new();
+    let mut line_sums: Vec<(usize, Finding)> = Vec::new();
+    for (c, s) in results {
+        cells.extend(c);
+        line_sums.extend(s);
+    }
+    cells.sort_by_key(|(i, _)| *i);
+    line_sums.sort_by_key(|(i, _)| *i);
+    out.cells = cells.into_iter().map(|(_, f)| f).collect();
+    out.sums = line_sums.into_iter().map(|(_, f)| f).collect();
     // Differences with earlier releases: a cell published in both, whose
     // values differ by a small count, gives that count away.
     for t in tables {
@@ -445,6 +475,222 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
     out.differences.sort();
     out.differences.dedup();
     out
+}
+
+/// One group of related variables, with the whole-number solutions found
+/// so far (any solution shows values a reader cannot rule out).
+struct Group<'a> {
+    sys: &'a System,
+    p: &'a Params,
+    /// Position of each variable of the group.
+    index: HashMap<usize, usize>,
+    seen: Vec<Vec<i64>>,
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+    infeasible: bool,
+}
+
+impl<'a> Group<'a> {
+    fn new(sys: &'a System, vars: &[usize], p: &'a Params) -> Self {
+        let index: HashMap<usize, usize> = vars.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+        let mut g = Group {
+            sys,
+            p,
+            index,
+            seen: Vec::new(),
+            lo: vec![i64::MAX; vars.len()],
+            hi: vec![i64::MIN; vars.len()],
+            infeasible: false,
+        };
+        // A first solution: the smallest total.
+        match sys.extreme(vars, false) {
+            Some(e) => g.absorb(&e.witness),
+            None => g.infeasible = true,
+        }
+        g
+    }
+
+    /// Finds solutions that push the variables not yet shown wide enough
+    /// up together, then down together (all at most a cap, so that no sum
+    /// is unbounded), while that settles more of them.
+    fn spread(&mut self, vars: &[usize]) {
+        if self.infeasible {
+            return;
+        }
+        let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
+        let cap = self.hi.iter().copied().max().unwrap_or(0).max(0) * 2 + min + width;
+        let capped = self.sys.capped(cap);
+        for _ in 0..8 {
+            let open: Vec<usize> = vars
+                .iter()
+                .copied()
+                .filter(|v| {
+                    let i = self.index[v];
+                    !(self.hi[i] >= min && self.hi[i] - self.lo[i] >= width)
+                })
+                .collect();
+            if open.is_empty() {
+                return;
+            }
+            for up in [true, false] {
+                if let Some(e) = capped.extreme(&open, up) {
+                    self.absorb(&e.witness);
+                }
+            }
+            let still = open
+                .iter()
+                .filter(|v| {
+                    let i = self.index[*v];
+                    !(self.hi[i] >= min && self.hi[i] - self.lo[i] >= width)
+                })
+                .count();
+            if still == open.len() {
+                return;
+            }
+        }
+    }
+
+    fn absorb(&mut self, w: &[(usize, i64)]) {
+        if w.len() != self.lo.len() {
+            return;
+        }
+        let mut v = vec![0; w.len()];
+        for &(var, x) in w {
+            let i = self.index[&var];
+            v[i] = x;
+            self.lo[i] = self.lo[i].min(x);
+            self.hi[i] = self.hi[i].max(x);
+        }
+        if self.seen.len() < 64 {
+            self.seen.push(v);
+        }
+    }
+
+    /// The range of one suppressed cell and its verdict.
+    fn cell(&mut self, v: usize, table: &str, labels: &[String]) -> Finding {
+        let p = self.p;
+        let finding = |low: i64, high: Option<i64>, exact: bool, failure: Option<String>| Finding {
+            table: table.to_string(),
+            labels: labels.to_vec(),
+            cells: 1,
+            low: low.max(0) as u64,
+            high: high.map(|h| h as u64),
+            exact,
+            failure,
+        };
+        if self.infeasible {
+            return finding(
+                0,
+                None,
+                true,
+                Some("the published figures contradict each other".into()),
+            );
+        }
+        let i = self.index[&v];
+        let (min, width) = (p.min_count as i64, p.protection as i64);
+        if !p.exact && self.hi[i] >= min && self.hi[i] - self.lo[i] >= width {
+            return finding(self.lo[i], Some(self.hi[i]), false, None);
+        }
+        let high = match self.sys.extreme(&[v], true) {
+            None => {
+                return finding(
+                    0,
+                    None,
+                    true,
+                    Some("the published figures contradict each other".into()),
+                );
+            }
+            Some(e) => {
+                self.absorb(&e.witness);
+                e
+            }
+        };
+        let need_low = p.exact
+            || high
+                .value
+                .is_some_and(|h| h >= min && h - self.lo[i] < width);
+        let low = if need_low {
+            match self.sys.extreme(&[v], false) {
+                None => {
+                    return finding(
+                        0,
+                        None,
+                        true,
+                        Some("the published figures contradict each other".into()),
+                    );
+                }
+                Some(e) => {
+                    self.absorb(&e.witness);
+                    Some(e)
+                }
+            }
+        } else {
+            None
+        };
+        let exact = high.exact && low.as_ref().is_some_and(|l| l.exact);
+        let lo = low.as_ref().and_then(|l| l.value).unwrap_or(self.lo[i]);
+        let failure = match high.value {
+            None => None,
+            Some(h) if h < min => Some(format!("a reader knows it is at most {h}, below {min}")),
+            Some(h) if h - lo < width => Some(format!(
+                "a reader knows it is between {lo} and {h}: narrower than {width}"
+            )),
+            Some(_) if !high.exact || low.as_ref().is_some_and(|l| !l.exact) => {
+                Some("its range could not be proven within the search limit".to_string())
+            }
+            Some(_) => None,
+        };
+        finding(lo, high.value, exact, failure)
+    }
+
+    /// The range of a line's suppressed cells' sum and its verdict.
+    /// `known`: the sum, when the line's margin and its other cells are
+    /// published exactly (the margin less the others).
+    fn sum(&mut self, vs: &[usize], known: Option<i64>, table: &str, labels: &[String]) -> Finding {
+        let p = self.p;
+        let mut f = Finding {
+            table: table.to_string(),
+            labels: labels.to_vec(),
+            cells: vs.len(),
+            low: 0,
+            high: None,
+            exact: true,
+            failure: None,
+        };
+        let idx: Vec<usize> = vs.iter().map(|v| self.index[v]).collect();
+        let sums: Vec<i64> = self
+            .seen
+            .iter()
+            .map(|s| idx.iter().map(|&i| s[i]).sum())
+            .collect();
+        let (lo, hi) = (
+            sums.iter().copied().min().unwrap_or(0),
+            sums.iter().copied().max().unwrap_or(0),
+        );
+        if let Some(k) = known {
+            (f.low, f.high) = (k.max(0) as u64, Some(k.max(0) as u64));
+        } else if !p.exact && lo != hi {
+            (f.low, f.high, f.exact) = (lo.max(0) as u64, Some(hi.max(0) as u64), false);
+            return f;
+        } else {
+            let (Some(a), Some(b)) = (self.sys.extreme(vs, false), self.sys.extreme(vs, true))
+            else {
+                f.failure = Some("the published figures contradict each other".into());
+                return f;
+            };
+            f.low = a.value.unwrap_or(0).max(0) as u64;
+            f.high = b.value.map(|h| h as u64);
+            f.exact = a.exact && b.exact;
+        }
+        if f.high == Some(f.low) && f.low >= 1 && f.low < p.min_count {
+            f.failure = Some(format!(
+                "the {} suppressed cells of this line add up to {}, which a reader can work out",
+                vs.len(),
+                f.low
+            ));
+        }
+        f
+    }
 }
 
 /// The counts that round to `r` (nearest multiple of `base`, halves up)
@@ -484,6 +730,7 @@ pub fn read_report(dir: &Path) -> Result<(Vec<Published>, Params)> {
         protection: params["protection"].as_u64().unwrap_or(min_count),
         zeros_published: params["publish_zeros"].as_bool().unwrap_or(true),
         rounding: params["rounding_base"].as_u64().filter(|b| *b > 1),
+        exact: false,
     };
     let mut tables = Vec::new();
     for t in m["tables"].as_array().ok_or_else(|| bad("no tables"))? {
@@ -577,6 +824,7 @@ mod tests {
         protection: 5,
         zeros_published: true,
         rounding: None,
+        exact: true,
     };
 
     #[test]
@@ -601,6 +849,7 @@ mod tests {
             protection: 1,
             zeros_published: true,
             rounding: None,
+            exact: true,
         };
         let a = audit(&[one_row(&[Some(15), None, None], Some(23))], &p, &[]);
         assert!(!a.passed());

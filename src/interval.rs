@@ -51,6 +51,15 @@ pub struct Range {
     pub exact: bool,
 }
 
+/// Linear programs solved by this process (for benchmarks).
+static SOLVES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many linear programs this process has solved (branch-and-bound
+/// nodes not counted).
+pub fn solves() -> usize {
+    SOLVES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Branch-and-bound nodes per bound before giving up on proving it.
 const NODE_LIMIT: usize = 2_000;
 const EPS: f64 = 1e-6;
@@ -103,6 +112,57 @@ impl System {
             self.of_var[*v].push(i);
         }
         self.relations.push(Relation { terms: t, op, rhs });
+    }
+
+    /// The same system with every variable at most `cap`: its solutions
+    /// are solutions of this one, and no sum is unbounded in it (for
+    /// finding solutions that spread values out).
+    pub fn capped(&self, cap: i64) -> System {
+        let mut s = self.clone();
+        for b in &mut s.bounds {
+            b.1 = b.1.min(cap as f64);
+        }
+        s
+    }
+
+    /// The variables in groups that share no relation, each group in
+    /// order, groups in the order of their first variable.
+    pub fn components(&self) -> Vec<Vec<usize>> {
+        let mut done = vec![false; self.bounds.len()];
+        let mut out = Vec::new();
+        for v in 0..self.bounds.len() {
+            if done[v] {
+                continue;
+            }
+            let (vars, _) = self.component(&[v]);
+            for &w in &vars {
+                done[w] = true;
+            }
+            out.push(vars);
+        }
+        out
+    }
+
+    /// The largest (or smallest) whole-number value of `sum(objective)`,
+    /// with a solution that reaches it: (value, whole-number solution as
+    /// (variable, value) over the variables connected to the objective).
+    /// `None` when there is no solution; a value of `None` when unbounded.
+    pub fn extreme(&self, objective: &[usize], maximise: bool) -> Option<Extreme> {
+        let (vars, rels) = self.component(objective);
+        let dir = if maximise {
+            OptimizationDirection::Maximize
+        } else {
+            OptimizationDirection::Minimize
+        };
+        let o = self.optimise(&vars, &rels, objective, dir)?;
+        Some(Extreme {
+            value: o.value,
+            exact: o.exact,
+            witness: o
+                .witness
+                .map(|w| vars.iter().copied().zip(w).collect())
+                .unwrap_or_default(),
+        })
     }
 
     /// The variables connected to `start` through relations, in order.
@@ -171,12 +231,14 @@ impl System {
             };
             problem.add_constraint(expr.as_slice(), op, rel.rhs);
         }
+        SOLVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let root = match problem.solve() {
             Ok(s) => s,
             Err(microlp::Error::Unbounded) => {
                 return Some(Optimum {
                     value: None,
                     exact: true,
+                    witness: None,
                 });
             }
             Err(_) => return None,
@@ -185,9 +247,21 @@ impl System {
     }
 }
 
+/// An optimum and a whole-number solution reaching it.
+#[derive(Debug, Clone)]
+pub struct Extreme {
+    /// The optimum (`None`: unbounded).
+    pub value: Option<i64>,
+    /// Whether it is proven (else it is the best solution found).
+    pub exact: bool,
+    /// A whole-number solution with that value (empty when unbounded).
+    pub witness: Vec<(usize, i64)>,
+}
+
 struct Optimum {
     value: Option<i64>,
     exact: bool,
+    witness: Option<Vec<i64>>,
 }
 
 /// Depth first, branching on the first fractional variable; the objective
@@ -204,6 +278,7 @@ fn branch_and_bound(root: Solution, xs: &[Variable], maximise: bool) -> Option<O
     let better = |a: f64, b: f64| if maximise { a > b } else { a < b };
     let root_bound = round_bound(root.objective());
     let mut best: Option<f64> = None;
+    let mut witness: Option<Vec<i64>> = None;
     let mut stack = vec![root];
     let mut nodes = 0;
     let mut exhausted = true;
@@ -224,6 +299,7 @@ fn branch_and_bound(root: Solution, xs: &[Variable], maximise: bool) -> Option<O
         match fractional {
             None => {
                 best = Some(s.objective().round());
+                witness = Some(xs.iter().map(|&x| s.var_value(x).round() as i64).collect());
                 if best == Some(root_bound) {
                     break;
                 }
@@ -249,6 +325,7 @@ fn branch_and_bound(root: Solution, xs: &[Variable], maximise: bool) -> Option<O
     Some(Optimum {
         value: Some(best as i64),
         exact: exhausted || best == root_bound,
+        witness,
     })
 }
 

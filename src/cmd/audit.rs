@@ -18,10 +18,16 @@ pub struct Args {
     /// Also compare with the releases this store records.
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Narrow every range down to its exact ends (slower on large reports;
+    /// without it, a range already shown wide enough by solutions found is
+    /// printed as "or wider").
+    #[arg(long)]
+    exact: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let (tables, params) = read_report(&args.report)?;
+    let (tables, mut params) = read_report(&args.report)?;
+    params.exact = args.exact;
     let earlier = match &args.store {
         Some(dir) => {
             let store = Store::open(dir)?;
@@ -35,12 +41,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let show = |f: &Finding| {
         let high = f.high.map_or("unbounded".to_string(), |h| h.to_string());
         format!(
-            "{} {} [{}]: {} to {}{}",
+            "{} {} [{}]: {} to {}{}{}",
             if f.failure.is_some() { "FAIL" } else { "ok  " },
             f.table,
             f.labels.join(", "),
             f.low,
             high,
+            if f.exact { "" } else { " or wider" },
             f.failure
                 .as_deref()
                 .map(|r| format!(" ({r})"))

@@ -84,6 +84,12 @@ impl Config {
                 path.display()
             )));
         }
+        if c.protection == Some(0) {
+            return Err(Error::Usage(format!(
+                "{}: protection must be at least 1 (or left out: min_count)",
+                path.display()
+            )));
+        }
         if c.rounding_base.is_some_and(|b| b < 2) {
             return Err(Error::Usage(format!(
                 "{}: rounding_base must be at least 2 (or left out)",

@@ -3,28 +3,38 @@
 //! Cells of different tables that count the same persons (the same
 //! population and conditions, see [`super::tables`]) are one cell here, so
 //! margins that tables share are seen. Every table line (a margin and the
-//! cells it adds up) is a relation. After primary suppression the
-//! suppressor repeats, until nothing fails:
+//! cells it adds up) is a relation. After primary suppression:
 //!
-//! 1. find what fails: a suppressed cell that is alone among the suppressed
-//!    cells of a line (it is that line's margin minus the rest), or whose
-//!    whole-number range, from everything published, does not reach
-//!    `min_count` or is narrower than `protection`; a line whose suppressed
-//!    cells add up to a number a reader can work out that is from 1 to
-//!    `min_count - 1`; a cell published now whose value differs by 1 to
-//!    `min_count - 1` from the same cell in an earlier release over a
-//!    window that contains this one or is contained in it;
-//! 2. for each failure, in the order of the cells' identities, suppress
-//!    one more cell of the line concerned: the one that leaves the fewest
-//!    lines with a lone suppressed cell, then the smallest count, then
-//!    inner cells before margins, then by identity. Zeros are never chosen
-//!    while zeros are published (a reader knows every suppressed count is
-//!    then at least 1).
+//! 1. A published cell whose value differs by 1 to `min_count - 1` from
+//!    the same cell in an earlier release over a nested window (one
+//!    containing this one, or inside it) is suppressed: the difference
+//!    would count a small group.
+//! 2. While a line holds exactly one suppressed cell (which is then the
+//!    margin minus the rest), one more cell of it is suppressed.
+//! 3. The suppressed cells fall into groups joined by the lines they
+//!    share. For each group (in parallel; a group already found sound is
+//!    not checked again) the reader's system is solved: every suppressed
+//!    cell's whole-number range must reach `min_count` and be at least
+//!    `protection` wide, and no line's suppressed cells may add up to a
+//!    number from 1 to `min_count - 1` that the reader can work out. The
+//!    true table and each solution the solver returns are solutions a
+//!    reader cannot rule out, so a cell they already show wide enough
+//!    needs no program of its own.
+//! 4. For each failure, in the order of the cells' identities, one more
+//!    cell is suppressed: in the failing cell's most exposed line (fewest
+//!    suppressed cells), else in its suppressed neighbours' lines, else in
+//!    any line with a suppressed cell; the candidate that leaves the fewest
+//!    lines with a lone suppressed cell, then the smallest count, inner
+//!    cells before margins, then by identity. Zeros are never chosen while
+//!    zeros are published (a reader knows every suppressed count is then at
+//!    least 1). Then back to 2, until nothing fails.
 //!
 //! Choices depend on counts and identities (labels), never on the order
 //! of rows or categories, so reordering them gives the same pattern.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rayon::prelude::*;
 
 use super::tables::{Flag, TOTAL, Table};
 use crate::error::{Error, Result};
@@ -103,6 +113,55 @@ pub struct Grid {
     lines: Vec<Line>,
     /// For each table, for each row, its cell.
     rows: Vec<Vec<usize>>,
+    /// For each line, how many of its cells are suppressed.
+    in_line: Vec<usize>,
+    /// Cells found protected. Suppressing more only widens what a reader
+    /// can believe, so they stay protected.
+    passed: Vec<bool>,
+    /// For each line, how many suppressed inner cells it had when its sum
+    /// was found not to be given away (`usize::MAX`: not yet).
+    line_passed: Vec<usize>,
+}
+
+/// What checking one group found.
+#[derive(Default)]
+struct Checked {
+    failures: Vec<Failure>,
+    passed: Vec<usize>,
+    lines_passed: Vec<(usize, usize)>,
+}
+
+/// Whole-number solutions of a group found so far, and each variable's
+/// lowest and highest value in them.
+struct Known {
+    seen: Vec<Vec<i64>>,
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+}
+
+impl Known {
+    fn new(first: Vec<i64>) -> Self {
+        Known {
+            lo: first.clone(),
+            hi: first.clone(),
+            seen: vec![first],
+        }
+    }
+
+    fn absorb(&mut self, w: &[(usize, i64)]) {
+        if w.len() != self.lo.len() {
+            return;
+        }
+        let mut v = vec![0; w.len()];
+        for &(i, x) in w {
+            v[i] = x;
+            self.lo[i] = self.lo[i].min(x);
+            self.hi[i] = self.hi[i].max(x);
+        }
+        if self.seen.len() < 64 {
+            self.seen.push(v);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,8 +170,6 @@ enum Failure {
     Cell(usize),
     /// A line whose suppressed cells add up to a small known number.
     Line(usize),
-    /// A published cell too close to an earlier release's.
-    Difference(usize),
 }
 
 impl Grid {
@@ -210,28 +267,79 @@ impl Grid {
                 }
             }
         }
-        Ok(Grid { cells, lines, rows })
+        let in_line = lines
+            .iter()
+            .map(|l| l.members().filter(|&c| cells[c].suppressed).count())
+            .collect();
+        let (n, m) = (cells.len(), lines.len());
+        Ok(Grid {
+            cells,
+            lines,
+            rows,
+            in_line,
+            passed: vec![false; n],
+            line_passed: vec![usize::MAX; m],
+        })
     }
 
     /// Chooses further cells to suppress until nothing fails; returns how
     /// many were added.
     pub fn suppress(&mut self, p: &Params) -> Result<usize> {
-        let earlier: HashMap<&Key, Vec<&Earlier>> =
-            p.earlier.iter().fold(HashMap::new(), |mut m, e| {
-                m.entry(&e.key).or_default().push(e);
-                m
-            });
         let mut added = 0;
+        // A published cell too close to an earlier release's value goes
+        // first: nothing else can protect it.
+        let mut close: Vec<usize> = (0..self.cells.len())
+            .filter(|&c| {
+                let cell = &self.cells[c];
+                !cell.suppressed
+                    && p.earlier.iter().any(|e| {
+                        let d = e.value.abs_diff(cell.count);
+                        e.key == cell.key && d > 0 && d < p.min_count
+                    })
+            })
+            .collect();
+        close.sort_by(|&a, &b| self.cells[a].name.cmp(&self.cells[b].name));
+        for c in close {
+            self.mark(c);
+            added += 1;
+        }
+        // Lines in the order of their names (not of rows).
+        let mut line_order: Vec<usize> = (0..self.lines.len()).collect();
+        line_order.sort_by(|&a, &b| self.lines[a].name.cmp(&self.lines[b].name));
         loop {
-            let failures = self.failures(p, &earlier);
+            added += self.close_weak_lines(&line_order, p);
+            let components = self.components();
+            let checked: Vec<Checked> = components
+                .par_iter()
+                .map(|comp| self.check(comp, p))
+                .collect();
+            let mut failures = Vec::new();
+            for c in checked {
+                for i in c.passed {
+                    self.passed[i] = true;
+                }
+                for (l, k) in c.lines_passed {
+                    self.line_passed[l] = k;
+                }
+                failures.extend(c.failures);
+            }
             if failures.is_empty() {
                 return Ok(added);
             }
+            // In the order of identities, so row order plays no part.
+            failures.sort_by_cached_key(|f| match f {
+                Failure::Cell(c) => (0, self.cells[*c].name.clone()),
+                Failure::Line(l) => (1, self.lines[*l].name.clone()),
+            });
+            failures.dedup();
             let mut touched: BTreeSet<usize> = BTreeSet::new();
             let mut progress = false;
+            let first = match &failures[0] {
+                Failure::Cell(c) => self.cells[*c].name.clone(),
+                Failure::Line(l) => self.lines[*l].name.clone(),
+            };
             for f in failures {
                 let pick = match f {
-                    Failure::Difference(c) => Some(c),
                     Failure::Line(l) => {
                         if touched.contains(&l) {
                             continue;
@@ -242,44 +350,56 @@ impl Grid {
                         if self.cells[c].lines.iter().any(|l| touched.contains(l)) {
                             continue;
                         }
-                        // The lines where it is most exposed first.
-                        let mut ls = self.cells[c].lines.clone();
-                        ls.sort_by_cached_key(|&l| {
-                            (self.suppressed_in(l), self.lines[l].name.clone())
-                        });
-                        self.complement(&ls, p)
+                        // The lines where it is most exposed first; when
+                        // those have nothing left to hide, the lines of its
+                        // suppressed neighbours, then any line that holds a
+                        // suppressed cell (what pins it is further away).
+                        let by_exposure = |mut ls: Vec<usize>| {
+                            ls.sort_unstable();
+                            ls.dedup();
+                            ls.sort_by_cached_key(|&l| {
+                                (self.in_line[l], self.lines[l].name.clone())
+                            });
+                            ls
+                        };
+                        let own = self.cells[c].lines.clone();
+                        let near: Vec<usize> = own
+                            .iter()
+                            .flat_map(|&l| self.lines[l].members())
+                            .filter(|&m| self.cells[m].suppressed)
+                            .flat_map(|m| self.cells[m].lines.iter().copied())
+                            .collect();
+                        self.complement(&by_exposure(own), p)
+                            .or_else(|| self.complement(&by_exposure(near), p))
+                            .or_else(|| {
+                                let all = (0..self.lines.len())
+                                    .filter(|&l| self.in_line[l] > 0)
+                                    .collect();
+                                self.complement(&by_exposure(all), p)
+                            })
                     }
                 };
                 let Some(pick) = pick else {
                     continue;
                 };
-                if self.cells[pick].suppressed {
-                    continue;
-                }
-                self.cells[pick].suppressed = true;
                 touched.extend(self.cells[pick].lines.iter().copied());
+                self.mark(pick);
                 added += 1;
                 progress = true;
             }
             if !progress {
-                return Err(Error::Refused(
-                    "disclosure control cannot protect every small count of these tables \
-                     (every cell that could hide it is already suppressed); raise min_count \
-                     or remove a table"
-                        .to_string(),
-                ));
+                return Err(Error::Refused(format!(
+                    "disclosure control cannot protect {first}: every cell that could hide it \
+                     is already suppressed; raise min_count or remove a table"
+                )));
             }
         }
     }
 
-    fn suppressed_in(&self, l: usize) -> usize {
-        self.lines[l]
-            .members()
-            .filter(|&c| self.cells[c].suppressed)
-            .count()
-    }
-
-    /// The best published cell of the first of `lines` that has one.
+    /// The best published cell of the first of `lines` that has one: the
+    /// one that leaves the fewest other lines with a lone suppressed cell,
+    /// then the smallest, inner cells before margins, then by identity.
+    /// Never a zero while zeros are published.
     fn complement(&self, lines: &[usize], p: &Params) -> Option<usize> {
         for &l in lines {
             let best = self.lines[l]
@@ -288,15 +408,19 @@ impl Grid {
                     let cell = &self.cells[c];
                     !cell.suppressed && (cell.count > 0 || !p.zeros_published)
                 })
-                .min_by_key(|&c| {
-                    let cell = &self.cells[c];
-                    // Lines where suppressing it would leave it alone.
-                    let lone = cell
-                        .lines
-                        .iter()
-                        .filter(|&&m| m != l && self.suppressed_in(m) == 0)
-                        .count();
-                    (lone, cell.count, cell.margin, cell.name.clone())
+                .min_by(|&a, &b| {
+                    let key = |c: usize| {
+                        let cell = &self.cells[c];
+                        let lone = cell
+                            .lines
+                            .iter()
+                            .filter(|&&m| m != l && self.in_line[m] == 0)
+                            .count();
+                        (lone, cell.count, cell.margin)
+                    };
+                    key(a)
+                        .cmp(&key(b))
+                        .then_with(|| self.cells[a].name.cmp(&self.cells[b].name))
                 });
             if best.is_some() {
                 return best;
@@ -305,90 +429,223 @@ impl Grid {
         None
     }
 
-    fn failures(&self, p: &Params, earlier: &HashMap<&Key, Vec<&Earlier>>) -> Vec<Failure> {
-        let mut out = Vec::new();
-        for (c, cell) in self.cells.iter().enumerate() {
-            if cell.suppressed {
-                continue;
-            }
-            let close = earlier.get(&cell.key).is_some_and(|es| {
-                es.iter().any(|e| {
-                    let d = e.value.abs_diff(cell.count);
-                    d > 0 && d < p.min_count
-                })
-            });
-            if close {
-                out.push(Failure::Difference(c));
+    /// Suppresses a cell.
+    fn mark(&mut self, c: usize) {
+        if !std::mem::replace(&mut self.cells[c].suppressed, true) {
+            for &l in &self.cells[c].lines {
+                self.in_line[l] += 1;
             }
         }
-        // The reader's system: one variable per suppressed cell.
-        let mut sys = System::new();
-        let lower = if p.zeros_published { 1 } else { 0 };
-        let mut var = vec![usize::MAX; self.cells.len()];
-        for (c, cell) in self.cells.iter().enumerate() {
-            if cell.suppressed {
-                var[c] = sys.add_var(lower, None);
+    }
+
+    /// While a line, on its own, gives a suppressed cell or sum away,
+    /// suppresses another cell of it: a line with exactly one suppressed
+    /// cell (the margin minus the rest), or a published margin whose
+    /// suppressed cells add up to a small number, or leave one of them
+    /// below `min_count` at most or narrower than `protection`. (Other
+    /// lines can only narrow further; what no line gives away on its own
+    /// is left to the whole-number check.) Returns how many were added.
+    fn close_weak_lines(&mut self, order: &[usize], p: &Params) -> usize {
+        let lower = u64::from(p.zeros_published);
+        let mut added = 0;
+        loop {
+            let mut changed = false;
+            for &l in order {
+                let weak = self.in_line[l] == 1 || {
+                    let line = &self.lines[l];
+                    let hidden: Vec<u64> = line
+                        .parts
+                        .iter()
+                        .filter(|&&c| self.cells[c].suppressed)
+                        .map(|&c| self.cells[c].count)
+                        .collect();
+                    let k = hidden.len() as u64;
+                    if self.cells[line.margin].suppressed || k < 2 {
+                        false
+                    } else {
+                        let sum: u64 = hidden.iter().sum();
+                        let most = sum.saturating_sub((k - 1) * lower);
+                        let width = sum.saturating_sub(k * lower);
+                        (sum >= 1 && sum < p.min_count)
+                            || most < p.min_count
+                            || width < p.protection
+                    }
+                };
+                if weak && let Some(c) = self.complement(&[l], p) {
+                    self.mark(c);
+                    added += 1;
+                    changed = true;
+                }
             }
+            if !changed {
+                return added;
+            }
+        }
+    }
+
+    /// Suppressed cells in groups joined by lines that hold two or more of
+    /// them; each group sorted.
+    fn components(&self) -> Vec<Vec<usize>> {
+        let n = self.cells.len();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
         }
         for line in &self.lines {
+            let mut first = None;
+            for c in line.members().filter(|&c| self.cells[c].suppressed) {
+                match first {
+                    None => first = Some(c),
+                    Some(f) => {
+                        let (a, b) = (find(&mut parent, f), find(&mut parent, c));
+                        if a != b {
+                            parent[a.max(b)] = a.min(b);
+                        }
+                    }
+                }
+            }
+        }
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for c in (0..n).filter(|&c| self.cells[c].suppressed) {
+            let root = find(&mut parent, c);
+            groups.entry(root).or_default().push(c);
+        }
+        groups.into_values().collect()
+    }
+
+    /// What fails in one group of suppressed cells: the reader's system
+    /// over them, checked against the true counts and the whole-number
+    /// solutions found on the way. Solutions that push the unsettled cells
+    /// up together, then down together, settle most of them; a cell they
+    /// do not show wide enough gets programs of its own.
+    fn check(&self, comp: &[usize], p: &Params) -> Checked {
+        let mut out = Checked::default();
+        let todo: Vec<usize> = (0..comp.len()).filter(|&i| !self.passed[comp[i]]).collect();
+        let hidden_parts = |l: usize| {
+            self.lines[l]
+                .parts
+                .iter()
+                .filter(|&&c| self.cells[c].suppressed)
+                .count()
+        };
+        let mut lines: Vec<usize> = comp
+            .iter()
+            .flat_map(|&c| self.cells[c].lines.iter().copied())
+            .collect();
+        lines.sort_unstable();
+        lines.dedup();
+        let todo_lines: Vec<usize> = lines
+            .iter()
+            .copied()
+            .filter(|&l| {
+                let k = hidden_parts(l);
+                k >= 2 && self.line_passed[l] != k
+            })
+            .collect();
+        if todo.is_empty() && todo_lines.is_empty() {
+            return out;
+        }
+        let lower = if p.zeros_published { 1 } else { 0 };
+        let mut sys = System::new();
+        let local: HashMap<usize, usize> = comp
+            .iter()
+            .map(|&c| (c, sys.add_var(lower, None)))
+            .collect();
+        for &l in &lines {
+            let line = &self.lines[l];
             let mut terms = Vec::new();
             let mut rhs = 0.0;
-            for (c, sign) in
-                std::iter::once((line.margin, -1.0)).chain(line.parts.iter().map(|&c| (c, 1.0)))
-            {
-                if self.cells[c].suppressed {
-                    terms.push((var[c], sign));
-                } else {
-                    rhs -= sign * self.cells[c].count as f64;
+            let members =
+                std::iter::once((line.margin, -1.0)).chain(line.parts.iter().map(|&c| (c, 1.0)));
+            for (c, sign) in members {
+                match local.get(&c) {
+                    Some(&v) => terms.push((v, sign)),
+                    None => rhs -= sign * self.cells[c].count as f64,
                 }
             }
             sys.relate(&terms, Op::Eq, rhs);
         }
-        for (c, cell) in self.cells.iter().enumerate() {
-            if !cell.suppressed {
-                continue;
+        let min = p.min_count as i64;
+        let width = p.protection as i64;
+        // Solutions known so far: the truth first.
+        let truth: Vec<i64> = comp.iter().map(|&c| self.cells[c].count as i64).collect();
+        let mut known = Known::new(truth.clone());
+        let settled = |k: &Known, i: usize| k.hi[i] >= min && k.hi[i] - k.lo[i] >= width;
+        let cap = truth.iter().copied().max().unwrap_or(0) * 2 + min + width;
+        let capped = sys.capped(cap);
+        for _ in 0..8 {
+            let open: Vec<usize> = todo
+                .iter()
+                .copied()
+                .filter(|&i| !settled(&known, i))
+                .collect();
+            if open.is_empty() {
+                break;
             }
-            let alone = cell.lines.iter().any(|&l| self.suppressed_in(l) == 1);
-            let fails = alone
-                || match sys.range(&[var[c]]) {
-                    None => true,
-                    Some(r) => match r.high {
-                        None => false,
-                        Some(h) => {
-                            !r.exact
-                                || (h as u64) < p.min_count
-                                || ((h - r.low) as u64) < p.protection
-                        }
-                    },
-                };
-            if fails {
-                out.push(Failure::Cell(c));
+            for up in [true, false] {
+                if let Some(e) = capped.extreme(&open, up) {
+                    known.absorb(&e.witness);
+                }
+            }
+            if todo.iter().filter(|&&i| !settled(&known, i)).count() == open.len() {
+                break;
             }
         }
-        for (l, line) in self.lines.iter().enumerate() {
-            let vs: Vec<usize> = line
+        for &i in &todo {
+            let c = comp[i];
+            let ok = settled(&known, i)
+                || match sys.extreme(&[i], true) {
+                    None => false,
+                    Some(e) if e.value.is_none() => true,
+                    Some(e) => {
+                        known.absorb(&e.witness);
+                        let h = e.value.expect("bounded");
+                        if !e.exact || h < min {
+                            false
+                        } else if h - known.lo[i] >= width {
+                            true
+                        } else {
+                            match sys.extreme(&[i], false) {
+                                None => false,
+                                Some(m) => {
+                                    known.absorb(&m.witness);
+                                    m.exact && h - m.value.unwrap_or(0) >= width
+                                }
+                            }
+                        }
+                    }
+                };
+            if ok {
+                out.passed.push(c);
+            } else {
+                out.failures.push(Failure::Cell(c));
+            }
+        }
+        for l in todo_lines {
+            let vs: Vec<usize> = self.lines[l]
                 .parts
                 .iter()
-                .filter(|&&c| self.cells[c].suppressed)
-                .map(|&c| var[c])
+                .filter_map(|c| local.get(c).copied())
                 .collect();
-            if vs.len() < 2 {
-                continue;
-            }
-            if let Some(r) = sys.range(&vs)
-                && r.high == Some(r.low)
-                && r.low >= 1
-                && (r.low as u64) < p.min_count
-            {
-                out.push(Failure::Line(l));
+            let sum_of = |v: &Vec<i64>| vs.iter().map(|&i| v[i]).sum::<i64>();
+            let truth_sum = sum_of(&truth);
+            let varies = truth_sum == 0
+                || truth_sum >= min
+                || known.seen.iter().any(|v| sum_of(v) != truth_sum)
+                || match (sys.extreme(&vs, true), sys.extreme(&vs, false)) {
+                    (Some(a), Some(b)) => a.value != b.value,
+                    _ => false,
+                };
+            if varies {
+                out.lines_passed.push((l, vs.len()));
+            } else {
+                out.failures.push(Failure::Line(l));
             }
         }
-        // In the order of identities, so row order plays no part.
-        out.sort_by_cached_key(|f| match f {
-            Failure::Difference(c) => (0, self.cells[*c].name.clone()),
-            Failure::Cell(c) => (1, self.cells[*c].name.clone()),
-            Failure::Line(l) => (2, self.lines[*l].name.clone()),
-        });
         out
     }
 
