@@ -195,5 +195,6 @@ async fn run(
     for spec in specs {
         out.push(tables::run_query(&ctx, spec, &months).await?);
     }
+    input::trace("queries run");
     Ok((linkage, out))
 }
