@@ -170,46 +170,6 @@ pub async fn records_frame(
     Ok(frame)
 }
 
-/// TEMP profiling: prints VmRSS/VmHWM and time at a stage.
-pub fn trace(stage: &str) {
-    if std::env::var_os("SAFETALLY_MEMTRACE").is_none() {
-        return;
-    }
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let t = START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs_f64();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let get = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<u64>()
-                    .unwrap_or(0)
-                    / 1024
-            })
-            .unwrap_or(0)
-    };
-    let mut ru: libc_rusage = unsafe { std::mem::zeroed() };
-    unsafe { getrusage(0, &mut ru) };
-    let cpu = ru.0[0] as f64 + ru.0[1] as f64 / 1e6 + ru.0[2] as f64 + ru.0[3] as f64 / 1e6;
-    eprintln!(
-        "TRACE {t:7.2}s cpu {cpu:7.2}s rss {:5} MiB hwm {:5} MiB  {stage}",
-        get("VmRSS:"),
-        get("VmHWM:")
-    );
-}
-#[repr(C)]
-struct libc_rusage([i64; 18]);
-unsafe extern "C" {
-    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
-}
-
 /// A DataFusion error as ours.
 pub fn df_err(e: datafusion::error::DataFusionError) -> Error {
     Error::Refused(format!("the query engine failed: {e}"))
@@ -257,8 +217,10 @@ impl Decoder {
 
 /// Reads a form's drops into codes: DataFusion streams each drop's Parquet
 /// file, as many drops at a time as there are cores (so that only those
-/// are in memory), and the records are placed drop after drop. `orgs` is
-/// the org list `Records::org` indexes, in the order of first drop.
+/// are in memory, not every drop of the window at once), and the records
+/// are placed drop after drop into room reserved from the ledger's row
+/// counts. Returns the records and the organisations `Records::org`
+/// indexes.
 pub async fn read_records(
     ctx: &SessionContext,
     store: &Store,
@@ -530,9 +492,7 @@ pub async fn register_form(
     let attrs = attributes(form);
     let frame = records_frame(ctx, store, drops, form).await?;
     let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
-    trace("register start");
     let (records, orgs) = read_records(ctx, store, &form_drops, &attrs).await?;
-    trace("records read");
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
         per_org[o as usize] += 1;
@@ -545,7 +505,6 @@ pub async fn register_form(
     let n_records = records.len();
     let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
     let persons = link(records, &rules);
-    trace("linked");
     let stats = LinkStats {
         records: n_records as u64,
         persons: persons.len() as u64,
@@ -557,7 +516,6 @@ pub async fn register_form(
     let partitions = ctx.copied_config().target_partitions().max(1);
     let chunk = (persons.len() / partitions).clamp(8192, 1 << 20);
     let (schema, batches) = persons_batches(persons, &attrs, chunk)?;
-    trace("persons batches");
     let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
     for (i, b) in batches.into_iter().enumerate() {
         parts[i % partitions].push(b);
@@ -585,6 +543,5 @@ pub async fn register_form(
     };
     ctx.register_table(format!("{code}_records"), records_view)
         .map_err(df_err)?;
-    trace("registered");
     Ok(stats)
 }

@@ -280,7 +280,6 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
     let mut uf = UnionFind::new(n);
     unite_by(key_passport, &mut uf);
     unite_by(key_name_dob, &mut uf);
-    super::input::trace("  united");
     // Group records by component, each group in recency order, groups in
     // the order of their first record.
     let order = recency_order(&month, &drop_seq);
@@ -319,7 +318,6 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
         }
     }
     drop((order, person));
-    super::input::trace("  grouped");
 
     let mut out = Persons {
         records: Vec::with_capacity(p),

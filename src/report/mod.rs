@@ -195,6 +195,5 @@ async fn run(
     for spec in specs {
         out.push(tables::run_query(&ctx, spec, &months).await?);
     }
-    input::trace("queries run");
     Ok((linkage, out))
 }
