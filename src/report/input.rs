@@ -1,7 +1,7 @@
 //! The report's input: the store's current drops of the window, scanned by
 //! DataFusion as Parquet, and the linked persons registered as views.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -10,8 +10,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type};
 use datafusion::catalog::MemTable;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
 use futures::StreamExt;
+use rustc_hash::FxHashMap;
 
 use super::link::{Persons, Records, Rule, link};
 use crate::error::{Error, Result};
@@ -184,102 +186,172 @@ pub fn month_text(m: u32) -> String {
     format!("{:04}-{:02}", m / 12, m % 12 + 1)
 }
 
-/// Reads a form's records (streamed, batch by batch) into codes, and
-/// counts the organisations seen.
+/// How the attribute columns of a drop are read: for each, its name and,
+/// for coded columns, the code of every allowed value.
+struct Decoder {
+    attrs: Vec<(String, Option<FxHashMap<&'static str, u8>>)>,
+}
+
+impl Decoder {
+    fn new(attrs: &[Attr]) -> Self {
+        Decoder {
+            attrs: attrs
+                .iter()
+                .map(|a| {
+                    let lookup = match &a.kind {
+                        Kind::Codes(codes) => Some(
+                            codes
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| (*c, i as u8 + 1))
+                                .collect(),
+                        ),
+                        Kind::Bool => None,
+                    };
+                    (a.name.clone(), lookup)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads a form's drops into codes: DataFusion streams each drop's Parquet
+/// file, as many drops at a time as there are cores (so that only those
+/// are in memory, not every drop of the window at once), and the records
+/// are placed drop after drop into room reserved from the ledger's row
+/// counts. Returns the records and the organisations `Records::org`
+/// indexes.
 pub async fn read_records(
-    frame: DataFrame,
+    ctx: &SessionContext,
+    store: &Store,
+    drops: &[&InputDrop],
     attrs: &[Attr],
-    orgs: &mut Vec<String>,
-) -> Result<Records> {
-    let mut records = Records::with_attrs(attrs.len());
-    let mut org_index: HashMap<String, u16> = orgs
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.clone(), i as u16))
-        .collect();
-    let lookups: Vec<Option<HashMap<&'static str, u8>>> = attrs
-        .iter()
-        .map(|a| match &a.kind {
-            Kind::Codes(codes) => Some(
-                codes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (*c, i as u8 + 1))
-                    .collect(),
-            ),
-            Kind::Bool => None,
+) -> Result<(Records, Vec<String>)> {
+    let mut orgs: Vec<String> = Vec::new();
+    let mut org_of_drop = Vec::with_capacity(drops.len());
+    for d in drops {
+        let i = match orgs.iter().position(|o| *o == d.org) {
+            Some(i) => i,
+            None => {
+                orgs.push(d.org.clone());
+                orgs.len() - 1
+            }
+        };
+        org_of_drop.push(u16::try_from(i).map_err(|_| {
+            Error::Refused("a window holds more than 65,535 organisations".to_string())
+        })?);
+    }
+    // The ledger knows every drop's rows: room for exactly those.
+    let total: u64 = drops.iter().map(|d| d.rows).sum();
+    let mut records = Records::with_capacity(attrs.len(), total as usize);
+    let decoder = Arc::new(Decoder::new(attrs));
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut chunks = futures::stream::iter(drops.iter().zip(org_of_drop))
+        .map(|(d, org)| {
+            let path = resolve(store.root(), &d.path);
+            let ctx = ctx.clone();
+            let decoder = decoder.clone();
+            let (rows, seq) = (d.rows as usize, d.ledger_seq as u32);
+            tokio::spawn(async move {
+                let path = path.to_str().ok_or_else(|| {
+                    Error::Usage(format!("the store's path {} is not UTF-8", path.display()))
+                })?;
+                let stream = ctx
+                    .read_parquet(path, ParquetReadOptions::default())
+                    .await
+                    .map_err(df_err)?
+                    .execute_stream()
+                    .await
+                    .map_err(df_err)?;
+                read_drop(stream, &decoder, rows, org, seq).await
+            })
         })
-        .collect();
-    let mut stream = frame.execute_stream().await.map_err(df_err)?;
+        .buffered(parallel);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| Error::Refused(format!("reading a drop failed: {e}")))??;
+        records.append(&chunk);
+    }
+    Ok((records, orgs))
+}
+
+/// One drop's records, in the order "latest" needs: by month, then record
+/// key.
+async fn read_drop(
+    mut stream: SendableRecordBatchStream,
+    decoder: &Decoder,
+    rows: usize,
+    org: u16,
+    seq: u32,
+) -> Result<Records> {
+    let mut records = Records::with_capacity(decoder.attrs.len(), rows);
+    let mut record_key: Vec<u128> = Vec::with_capacity(rows);
+    // event_month is usually one value a drop: parse it once.
+    let mut last_month: Option<(String, u32)> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(df_err)?;
         let n = batch.num_rows();
-        let key = |name: &str| -> Result<Vec<u128>> {
+        let keys = |name: &str, out: &mut Vec<u128>| -> Result<()> {
             let a = column::<FixedSizeBinaryArray>(&batch, name)?;
-            Ok((0..n)
-                .map(|i| if a.is_valid(i) { prefix(a.value(i)) } else { 0 })
-                .collect())
+            out.extend((0..n).map(|i| if a.is_valid(i) { prefix(a.value(i)) } else { 0 }));
+            Ok(())
         };
-        records.key_passport.extend(key("key_passport")?);
-        records.key_name_dob.extend(key("key_name_dob")?);
-        records.record_key.extend(key("record_key")?);
+        keys("key_passport", &mut records.key_passport)?;
+        keys("key_name_dob", &mut records.key_name_dob)?;
+        keys("record_key", &mut record_key)?;
         let months = column::<StringArray>(&batch, "event_month")?;
         for i in 0..n {
-            let m = month_index(months.value(i)).ok_or_else(|| {
-                Error::Refused("a drop holds a malformed event_month".to_string())
-            })?;
-            records.month.push(m);
-        }
-        let seqs = column::<Int64Array>(&batch, "drop_seq")?;
-        records
-            .drop_seq
-            .extend(seqs.values().iter().map(|&s| s as u32));
-        let org = column::<StringArray>(&batch, "org")?;
-        for i in 0..n {
-            let o = org.value(i);
-            let idx = match org_index.get(o) {
-                Some(&x) => x,
-                None => {
-                    let x = orgs.len() as u16;
-                    orgs.push(o.to_string());
-                    org_index.insert(o.to_string(), x);
-                    x
+            let text = months.value(i);
+            let m = match &last_month {
+                Some((t, m)) if t == text => *m,
+                _ => {
+                    let m = month_index(text).ok_or_else(|| {
+                        Error::Refused("a drop holds a malformed event_month".to_string())
+                    })?;
+                    last_month = Some((text.to_string(), m));
+                    m
                 }
             };
-            records.org.push(idx);
+            records.month.push(m);
         }
-        for (a, (attr, lookup)) in attrs.iter().zip(&lookups).enumerate() {
-            let out = &mut records.attrs[a];
+        records.drop_seq.resize(records.drop_seq.len() + n, seq);
+        records.org.resize(records.org.len() + n, org);
+        let width = records.width;
+        let base = records.codes.len();
+        records.codes.resize(base + n * width, 0);
+        let rows = &mut records.codes[base..];
+        for (a, (name, lookup)) in decoder.attrs.iter().enumerate() {
+            let out = rows.iter_mut().skip(a).step_by(width);
             match lookup {
                 Some(map) => {
-                    let v = column::<StringArray>(&batch, &attr.name)?;
-                    for i in 0..n {
-                        out.push(if v.is_valid(i) {
-                            *map.get(v.value(i)).ok_or_else(|| {
+                    let v = column::<StringArray>(&batch, name)?;
+                    for (i, out) in out.enumerate() {
+                        if v.is_valid(i) {
+                            *out = *map.get(v.value(i)).ok_or_else(|| {
                                 Error::Refused(format!(
-                                    "a drop holds a value of {} that its form does not allow",
-                                    attr.name
+                                    "a drop holds a value of {name} that its form does not allow"
                                 ))
-                            })?
-                        } else {
-                            0
-                        });
+                            })?;
+                        }
                     }
                 }
                 None => {
-                    let v = column::<BooleanArray>(&batch, &attr.name)?;
-                    out.extend((0..n).map(|i| {
+                    let v = column::<BooleanArray>(&batch, name)?;
+                    for (i, out) in out.enumerate() {
                         if v.is_valid(i) {
-                            1 + v.value(i) as u8
-                        } else {
-                            0
+                            *out = 1 + v.value(i) as u8;
                         }
-                    }));
+                    }
                 }
             }
         }
     }
-    Ok(records)
+    let recency = |i: usize| (records.month[i], record_key[i]);
+    if (1..records.len()).all(|i| recency(i - 1) <= recency(i)) {
+        return Ok(records);
+    }
+    let mut order: Vec<u32> = (0..records.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| recency(i as usize));
+    Ok(records.permuted(&order))
 }
 
 fn prefix(k: &[u8]) -> u128 {
@@ -297,9 +369,11 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
         .ok_or_else(|| Error::Refused(format!("the drops' column {name} has an unexpected type")))
 }
 
-/// The persons table of a form: one row per person.
+/// The persons table of a form: one row per person, in batches of
+/// `chunk`. The batches are built from the last one back, and each part of
+/// `persons` is given back as soon as it is in a batch.
 pub fn persons_batches(
-    persons: &Persons,
+    mut persons: Persons,
     attrs: &[Attr],
     chunk: usize,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
@@ -323,12 +397,29 @@ pub fn persons_batches(
         ));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
+    // The text of every month a person has, made once.
+    let first = persons.first_month.iter().min().copied().unwrap_or(0);
+    let last = persons.last_month.iter().max().copied().unwrap_or(0);
+    let texts: Vec<String> = (first..=last.max(first)).map(month_text).collect();
+    let text = |m: &u32| texts[(m - first) as usize].as_str();
+    let values: Vec<Option<ArrayRef>> = attrs
+        .iter()
+        .map(|a| match &a.kind {
+            Kind::Codes(values) => {
+                Some(Arc::new(StringArray::from_iter_values(values.iter())) as ArrayRef)
+            }
+            Kind::Bool => None,
+        })
+        .collect();
     let n = persons.len();
-    let mut batches = Vec::new();
-    let mut start = 0;
-    while start < n || (n == 0 && batches.is_empty()) {
-        let end = (start + chunk).min(n);
-        let r = start..end;
+    let starts: Vec<usize> = if n == 0 {
+        vec![0]
+    } else {
+        (0..n).step_by(chunk.max(1)).collect()
+    };
+    let mut batches = Vec::with_capacity(starts.len());
+    for &start in starts.iter().rev() {
+        let r = start..n.min(start + chunk.max(1));
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(
                 r.clone().map(|i| i as i64 + 1),
@@ -340,27 +431,24 @@ pub fn persons_batches(
                 persons.organisations[r.clone()].iter().map(|&x| x as i64),
             )),
             Arc::new(StringArray::from_iter_values(
-                persons.first_month[r.clone()]
-                    .iter()
-                    .map(|&m| month_text(m)),
+                persons.first_month[r.clone()].iter().map(text),
             )),
             Arc::new(StringArray::from_iter_values(
-                persons.last_month[r.clone()].iter().map(|&m| month_text(m)),
+                persons.last_month[r.clone()].iter().map(text),
             )),
             Arc::new(BooleanArray::from(persons.anonymous[r.clone()].to_vec())),
         ];
-        for (a, attr) in attrs.iter().enumerate() {
-            let codes = &persons.attrs[a][r.clone()];
-            cols.push(match &attr.kind {
-                Kind::Bool => Arc::new(BooleanArray::from_iter(
+        for (codes, values) in persons.attrs.iter().zip(&values) {
+            let codes = &codes[r.clone()];
+            cols.push(match values {
+                None => Arc::new(BooleanArray::from_iter(
                     codes.iter().map(|&c| (c != 0).then_some(c == 2)),
                 )),
-                Kind::Codes(values) => {
+                Some(values) => {
                     let keys =
                         UInt8Array::from_iter(codes.iter().map(|&c| (c != 0).then(|| c - 1)));
-                    let values = Arc::new(StringArray::from_iter_values(values.iter()));
                     Arc::new(
-                        DictionaryArray::<UInt8Type>::try_new(keys, values)
+                        DictionaryArray::<UInt8Type>::try_new(keys, values.clone())
                             .map_err(|e| Error::Refused(e.to_string()))?,
                     )
                 }
@@ -370,11 +458,9 @@ pub fn persons_batches(
             RecordBatch::try_new(schema.clone(), cols)
                 .map_err(|e| Error::Refused(e.to_string()))?,
         );
-        if n == 0 {
-            break;
-        }
-        start = end;
+        persons.truncate(start);
     }
+    batches.reverse();
     Ok((schema, batches))
 }
 
@@ -405,30 +491,31 @@ pub async fn register_form(
 ) -> Result<LinkStats> {
     let attrs = attributes(form);
     let frame = records_frame(ctx, store, drops, form).await?;
-    let mut orgs = Vec::new();
-    let records = match &frame {
-        Some(f) => read_records(f.clone(), &attrs, &mut orgs).await?,
-        None => Records::with_attrs(attrs.len()),
-    };
-    let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
-    let persons = link(&records, &rules);
-    let mut by_org = BTreeMap::new();
+    let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
+    let (records, orgs) = read_records(ctx, store, &form_drops, &attrs).await?;
+    let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
-        *by_org.entry(orgs[o as usize].clone()).or_insert(0u64) += 1;
+        per_org[o as usize] += 1;
     }
+    let by_org: BTreeMap<String, u64> = orgs
+        .into_iter()
+        .zip(per_org)
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    let n_records = records.len();
+    let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
+    let persons = link(records, &rules);
     let stats = LinkStats {
-        records: records.len() as u64,
+        records: n_records as u64,
         persons: persons.len() as u64,
         anonymous: persons.anonymous.iter().filter(|&&a| a).count() as u64,
         multi_org: persons.organisations.iter().filter(|&&o| o > 1).count() as u64,
         organisations: by_org.len() as u64,
         records_by_org: by_org,
     };
-    drop(records);
     let partitions = ctx.copied_config().target_partitions().max(1);
     let chunk = (persons.len() / partitions).clamp(8192, 1 << 20);
-    let (schema, batches) = persons_batches(&persons, &attrs, chunk)?;
-    drop(persons);
+    let (schema, batches) = persons_batches(persons, &attrs, chunk)?;
     let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
     for (i, b) in batches.into_iter().enumerate() {
         parts[i % partitions].push(b);

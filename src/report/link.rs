@@ -10,31 +10,52 @@
 use rayon::prelude::*;
 
 /// One form's records, column by column, as codes.
+///
+/// "Latest" orders records by month, then by the ledger order of their
+/// drop, then by their record key. The record key itself is not held: the
+/// reader puts the records of each drop and month in record-key order, and
+/// the position of a record is the last tie-break.
 #[derive(Debug, Default)]
 pub struct Records {
     /// First 128 bits of the `passport` key (0: none).
     pub key_passport: Vec<u128>,
     /// First 128 bits of the `name_dob` key (0: none).
     pub key_name_dob: Vec<u128>,
-    /// First 128 bits of the record key: the last tie-break of "latest".
-    pub record_key: Vec<u128>,
     /// Month of the event, as months since year 0.
     pub month: Vec<u32>,
     /// Ledger sequence number of the record's drop.
     pub drop_seq: Vec<u32>,
     /// Index of the record's organisation (in the caller's list).
     pub org: Vec<u16>,
-    /// Attribute codes, one vector per attribute; 0 is unknown.
-    pub attrs: Vec<Vec<u8>>,
+    /// Attribute columns per record.
+    pub width: usize,
+    /// Attribute codes, record after record (`width` a record, so that
+    /// the attributes of one record share a cache line); 0 is unknown.
+    pub codes: Vec<u8>,
 }
 
 impl Records {
     /// Records with `attrs` attribute columns.
     pub fn with_attrs(attrs: usize) -> Self {
+        Self::with_capacity(attrs, 0)
+    }
+
+    /// Records with `attrs` attribute columns and room for `n` records.
+    pub fn with_capacity(attrs: usize, n: usize) -> Self {
         Records {
-            attrs: vec![Vec::new(); attrs],
-            ..Records::default()
+            key_passport: Vec::with_capacity(n),
+            key_name_dob: Vec::with_capacity(n),
+            month: Vec::with_capacity(n),
+            drop_seq: Vec::with_capacity(n),
+            org: Vec::with_capacity(n),
+            width: attrs,
+            codes: Vec::with_capacity(n * attrs),
         }
+    }
+
+    /// The attribute codes of record `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.codes[i * self.width..(i + 1) * self.width]
     }
 
     /// How many records.
@@ -47,25 +68,70 @@ impl Records {
         self.month.is_empty()
     }
 
-    /// The order of "latest": month, then the drop's ledger order, then
-    /// the record key (arbitrary, but fixed: the result does not depend on
-    /// the order records were read in).
-    fn recency(&self, i: usize) -> (u32, u32, u128) {
-        (self.month[i], self.drop_seq[i], self.record_key[i])
+    /// Appends `other`'s records after these.
+    pub fn append(&mut self, other: &Records) {
+        self.key_passport.extend_from_slice(&other.key_passport);
+        self.key_name_dob.extend_from_slice(&other.key_name_dob);
+        self.month.extend_from_slice(&other.month);
+        self.drop_seq.extend_from_slice(&other.drop_seq);
+        self.org.extend_from_slice(&other.org);
+        assert_eq!(self.width, other.width, "records of one form");
+        self.codes.extend_from_slice(&other.codes);
+    }
+
+    /// These records reordered: record `order[k]` becomes record `k`.
+    pub fn permuted(&self, order: &[u32]) -> Records {
+        fn take<T: Copy>(v: &[T], order: &[u32]) -> Vec<T> {
+            order.iter().map(|&i| v[i as usize]).collect()
+        }
+        Records {
+            key_passport: take(&self.key_passport, order),
+            key_name_dob: take(&self.key_name_dob, order),
+            month: take(&self.month, order),
+            drop_seq: take(&self.drop_seq, order),
+            org: take(&self.org, order),
+            width: self.width,
+            codes: order
+                .iter()
+                .flat_map(|&i| self.row(i as usize))
+                .copied()
+                .collect(),
+        }
     }
 }
 
-/// A union-find over record indices (union by size, path halving).
+/// Record indices from earliest to latest: by month, then drop, then
+/// position. Records are read drop by drop, so they come in long runs of
+/// one month and drop: the runs are sorted, not the records.
+fn recency_order(month: &[u32], drop_seq: &[u32]) -> Vec<u32> {
+    let n = month.len();
+    let mut runs: Vec<(u32, u32, u32, u32)> = Vec::new();
+    let mut start = 0;
+    for i in 1..=n {
+        if i == n || month[i] != month[start] || drop_seq[i] != drop_seq[start] {
+            runs.push((month[start], drop_seq[start], start as u32, i as u32));
+            start = i;
+        }
+    }
+    runs.sort_unstable();
+    let mut order = Vec::with_capacity(n);
+    for (_, _, a, b) in runs {
+        order.extend(a..b);
+    }
+    order
+}
+
+/// A union-find over record indices (union by rank, path halving).
 struct UnionFind {
     parent: Vec<u32>,
-    size: Vec<u32>,
+    rank: Vec<u8>,
 }
 
 impl UnionFind {
     fn new(n: usize) -> Self {
         UnionFind {
             parent: (0..n as u32).collect(),
-            size: vec![1; n],
+            rank: vec![0; n],
         }
     }
 
@@ -83,11 +149,23 @@ impl UnionFind {
         if a == b {
             return;
         }
-        if self.size[a as usize] < self.size[b as usize] {
+        if self.rank[a as usize] < self.rank[b as usize] {
             std::mem::swap(&mut a, &mut b);
         }
         self.parent[b as usize] = a;
-        self.size[a as usize] += self.size[b as usize];
+        if self.rank[a as usize] == self.rank[b as usize] {
+            self.rank[a as usize] += 1;
+        }
+    }
+
+    /// The root of every element (the union-find is used up).
+    fn into_roots(mut self) -> Vec<u32> {
+        drop(std::mem::take(&mut self.rank));
+        for i in 0..self.parent.len() {
+            let r = self.find(i as u32);
+            self.parent[i] = r;
+        }
+        self.parent
     }
 }
 
@@ -127,63 +205,119 @@ impl Persons {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+
+    /// Shortens every column to the first `n` persons and gives the rest
+    /// of their memory back.
+    pub fn truncate(&mut self, n: usize) {
+        fn cut<T>(v: &mut Vec<T>, n: usize) {
+            v.truncate(n);
+            v.shrink_to_fit();
+        }
+        cut(&mut self.records, n);
+        cut(&mut self.organisations, n);
+        cut(&mut self.first_month, n);
+        cut(&mut self.last_month, n);
+        cut(&mut self.anonymous, n);
+        for a in &mut self.attrs {
+            cut(a, n);
+        }
+    }
 }
 
-/// Unites records that share a key: sorts record indices by key and joins
-/// equal neighbours.
-fn unite_by(keys: &[u128], uf: &mut UnionFind) {
-    let mut idx: Vec<u32> = (0..keys.len() as u32)
-        .filter(|&i| keys[i as usize] != 0)
+/// Unites records that share a key, then frees the keys: sorts the keyed
+/// records by the first 64 bits of their key (16 bytes a record, sorted in
+/// place), then runs of equal first halves by the whole key, and joins
+/// neighbours whose whole keys are equal.
+fn unite_by(keys: Vec<u128>, uf: &mut UnionFind) {
+    let mut idx: Vec<(u64, u32)> = keys
+        .iter()
+        .enumerate()
+        .filter(|&(_, &k)| k != 0)
+        .map(|(i, &k)| ((k >> 64) as u64, i as u32))
         .collect();
-    idx.par_sort_unstable_by_key(|&i| keys[i as usize]);
+    idx.par_sort_unstable();
+    // Keys that share their first 64 bits but differ after are next to
+    // each other only by chance: order such runs by the whole key.
+    let mut run = 0;
+    for i in 1..=idx.len() {
+        if i == idx.len() || idx[i].0 != idx[run].0 {
+            if i - run > 2 {
+                idx[run..i].sort_unstable_by_key(|&(_, j)| keys[j as usize]);
+            }
+            run = i;
+        }
+    }
     for w in idx.windows(2) {
-        if keys[w[0] as usize] == keys[w[1] as usize] {
-            uf.union(w[0], w[1]);
+        let ((ha, a), (hb, b)) = (w[0], w[1]);
+        if ha == hb && keys[a as usize] == keys[b as usize] {
+            uf.union(a, b);
         }
     }
 }
 
 /// Links records into persons and resolves each person's attributes with
 /// `rules` (one per attribute column). Persons come out in the order of
-/// their earliest record by recency, so the result does not depend on the
-/// order of `records`.
-pub fn link(records: &Records, rules: &[Rule]) -> Persons {
+/// their earliest record by recency. The records are used up: each part is
+/// freed as soon as it is no longer needed.
+pub fn link(records: Records, rules: &[Rule]) -> Persons {
     let n = records.len();
-    assert_eq!(rules.len(), records.attrs.len(), "one rule per attribute");
+    assert_eq!(rules.len(), records.width, "one rule per attribute");
+    let Records {
+        key_passport,
+        key_name_dob,
+        month,
+        drop_seq,
+        org,
+        width,
+        codes,
+    } = records;
+    // A record without any key is alone: anonymous.
+    let keyless: Vec<bool> = key_passport
+        .iter()
+        .zip(&key_name_dob)
+        .map(|(&p, &nd)| p == 0 && nd == 0)
+        .collect();
     let mut uf = UnionFind::new(n);
-    unite_by(&records.key_passport, &mut uf);
-    unite_by(&records.key_name_dob, &mut uf);
+    unite_by(key_passport, &mut uf);
+    unite_by(key_name_dob, &mut uf);
     // Group records by component, each group in recency order, groups in
     // the order of their first record.
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.par_sort_unstable_by_key(|&i| records.recency(i as usize));
-    let roots: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
+    let order = recency_order(&month, &drop_seq);
+    drop(drop_seq);
+    // Each record's person, numbered by first appearance in recency order.
+    let mut person = uf.into_roots();
     let mut person_of_root = vec![u32::MAX; n];
     let mut persons = 0u32;
     for &i in &order {
-        let r = roots[i as usize] as usize;
+        let r = person[i as usize] as usize;
         if person_of_root[r] == u32::MAX {
             person_of_root[r] = persons;
             persons += 1;
         }
     }
+    for r in person.iter_mut() {
+        *r = person_of_root[*r as usize];
+    }
+    drop(person_of_root);
     // Counting sort of records by person, keeping recency order within.
     let p = persons as usize;
     let mut start = vec![0u32; p + 1];
-    for &i in &order {
-        start[person_of_root[roots[i as usize] as usize] as usize + 1] += 1;
+    for &x in &person {
+        start[x as usize + 1] += 1;
     }
     for k in 0..p {
         start[k + 1] += start[k];
     }
-    let mut fill = start.clone();
     let mut grouped = vec![0u32; n];
-    for &i in &order {
-        let person = person_of_root[roots[i as usize] as usize] as usize;
-        grouped[fill[person] as usize] = i;
-        fill[person] += 1;
+    {
+        let mut fill = start.clone();
+        for &i in &order {
+            let x = person[i as usize] as usize;
+            grouped[fill[x] as usize] = i;
+            fill[x] += 1;
+        }
     }
-    drop((order, roots, person_of_root, fill));
+    drop((order, person));
 
     let mut out = Persons {
         records: Vec::with_capacity(p),
@@ -191,35 +325,40 @@ pub fn link(records: &Records, rules: &[Rule]) -> Persons {
         first_month: Vec::with_capacity(p),
         last_month: Vec::with_capacity(p),
         anonymous: Vec::with_capacity(p),
-        attrs: vec![Vec::with_capacity(p); rules.len()],
+        attrs: (0..rules.len()).map(|_| Vec::with_capacity(p)).collect(),
     };
     let mut orgs: Vec<u16> = Vec::new();
     let mut tally: Vec<(u8, u32, usize)> = Vec::new();
+    let mut rows: Vec<u8> = Vec::new();
     for k in 0..p {
         let group = &grouped[start[k] as usize..start[k + 1] as usize];
         out.records.push(group.len() as u32);
+        let first = group[0] as usize;
+        let last = group[group.len() - 1] as usize;
+        out.first_month.push(month[first]);
+        out.last_month.push(month[last]);
+        out.anonymous.push(group.len() == 1 && keyless[first]);
+        if group.len() == 1 {
+            out.organisations.push(1);
+            let row = &codes[first * width..(first + 1) * width];
+            for (out, &v) in out.attrs.iter_mut().zip(row) {
+                out.push(v);
+            }
+            continue;
+        }
         orgs.clear();
-        orgs.extend(group.iter().map(|&i| records.org[i as usize]));
+        orgs.extend(group.iter().map(|&i| org[i as usize]));
         orgs.sort_unstable();
         orgs.dedup();
         out.organisations.push(orgs.len() as u16);
-        let first = group[0] as usize;
-        let last = group[group.len() - 1] as usize;
-        out.first_month.push(records.month[first]);
-        out.last_month.push(records.month[last]);
-        out.anonymous.push(
-            group.len() == 1
-                && records.key_passport[first] == 0
-                && records.key_name_dob[first] == 0,
-        );
-        for (a, rule) in rules.iter().enumerate() {
-            let col = &records.attrs[a];
-            let v = if group.len() == 1 {
-                col[first]
-            } else {
-                resolve(group.iter().map(|&i| col[i as usize]), *rule, &mut tally)
-            };
-            out.attrs[a].push(v);
+        // The group's rows side by side, then each attribute down them.
+        rows.clear();
+        for &i in group {
+            rows.extend_from_slice(&codes[i as usize * width..(i as usize + 1) * width]);
+        }
+        for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
+            let values = rows.iter().skip(a).step_by(width).copied();
+            out.push(resolve(values, *rule, &mut tally));
         }
     }
     out
@@ -261,17 +400,17 @@ fn resolve(values: impl Iterator<Item = u8>, rule: Rule, tally: &mut Vec<(u8, u3
 mod tests {
     use super::*;
 
-    /// Records from (passport key, name key, month, org, attribute).
+    /// Records from (passport key, name key, month, org, attribute), all
+    /// of one drop.
     fn records(rows: &[(u128, u128, u32, u16, u8)]) -> Records {
         let mut r = Records::with_attrs(1);
-        for (i, &(p, nd, m, o, a)) in rows.iter().enumerate() {
+        for &(p, nd, m, o, a) in rows {
             r.key_passport.push(p);
             r.key_name_dob.push(nd);
-            r.record_key.push(1000 + i as u128);
             r.month.push(m);
             r.drop_seq.push(1);
             r.org.push(o);
-            r.attrs[0].push(a);
+            r.codes.push(a);
         }
         r
     }
@@ -287,7 +426,7 @@ mod tests {
             (0, 0, 10, 0, 1),
             (0, 0, 10, 0, 1),
         ]);
-        let p = link(&r, &[Rule::MostFrequent]);
+        let p = link(r, &[Rule::MostFrequent]);
         assert_eq!(p.len(), 4);
         let mut sizes = p.records.clone();
         sizes.sort();
@@ -302,10 +441,10 @@ mod tests {
     fn identified_wins_otherwise_the_latest_known_outcome() {
         // Outcome codes: 1 identified, 2 not identified, 3 pending.
         let any = [Rule::AnyThenLatest(1)];
-        let p = link(&records(&[(5, 0, 12, 0, 3), (5, 0, 10, 1, 1)]), &any);
+        let p = link(records(&[(5, 0, 12, 0, 3), (5, 0, 10, 1, 1)]), &any);
         assert_eq!(p.attrs[0], [1]);
         let p = link(
-            &records(&[(5, 0, 10, 0, 3), (5, 0, 12, 1, 2), (5, 0, 13, 1, 0)]),
+            records(&[(5, 0, 10, 0, 3), (5, 0, 12, 1, 2), (5, 0, 13, 1, 0)]),
             &any,
         );
         assert_eq!(p.attrs[0], [2], "the latest known, a blank does not count");
@@ -315,7 +454,7 @@ mod tests {
     fn most_frequent_known_value_with_ties_to_the_latest() {
         let mf = [Rule::MostFrequent];
         let p = link(
-            &records(&[
+            records(&[
                 (5, 0, 10, 0, 4),
                 (5, 0, 11, 0, 4),
                 (5, 0, 12, 0, 6),
@@ -324,14 +463,14 @@ mod tests {
             &mf,
         );
         assert_eq!(p.attrs[0], [4]);
-        let p = link(&records(&[(5, 0, 10, 0, 4), (5, 0, 12, 0, 6)]), &mf);
+        let p = link(records(&[(5, 0, 10, 0, 4), (5, 0, 12, 0, 6)]), &mf);
         assert_eq!(p.attrs[0], [6], "a tie goes to the latest");
-        let p = link(&records(&[(5, 0, 12, 0, 6), (5, 0, 10, 0, 4)]), &mf);
+        let p = link(records(&[(5, 0, 12, 0, 6), (5, 0, 10, 0, 4)]), &mf);
         assert_eq!(p.attrs[0], [6], "whatever the input order");
     }
 
     #[test]
-    fn the_result_does_not_depend_on_the_order_of_records() {
+    fn the_result_does_not_depend_on_the_order_drops_are_read_in() {
         let rows = [
             (1, 0, 10, 0, 1),
             (1, 7, 11, 1, 2),
@@ -339,15 +478,61 @@ mod tests {
             (3, 9, 10, 0, 1),
             (0, 0, 10, 0, 1),
         ];
-        let a = link(&records(&rows), &[Rule::MostFrequent]);
+        // Each record in a drop of its own, filed in this order.
+        let in_drops = |rows: &[(u128, u128, u32, u16, u8)], seqs: &[u32]| {
+            let mut r = records(rows);
+            r.drop_seq = seqs.to_vec();
+            r
+        };
+        let a = link(in_drops(&rows, &[1, 2, 3, 4, 5]), &[Rule::MostFrequent]);
         let mut rev = rows;
         rev.reverse();
-        let mut r = records(&rev);
-        // Keep each record's own record key.
-        r.record_key.reverse();
-        let b = link(&r, &[Rule::MostFrequent]);
+        let b = link(in_drops(&rev, &[5, 4, 3, 2, 1]), &[Rule::MostFrequent]);
         assert_eq!(a.records, b.records);
         assert_eq!(a.attrs, b.attrs);
         assert_eq!(a.first_month, b.first_month);
+        assert_eq!(a.anonymous, b.anonymous);
+    }
+
+    #[test]
+    fn within_a_drop_and_month_the_later_position_is_the_later_record() {
+        // The reader puts each drop's records of a month in record-key
+        // order; a tie between them goes to the one placed last.
+        let p = link(
+            records(&[(5, 0, 10, 0, 4), (5, 0, 10, 0, 6)]),
+            &[Rule::MostFrequent],
+        );
+        assert_eq!(p.attrs[0], [6]);
+        let p = link(
+            records(&[(5, 0, 10, 0, 6), (5, 0, 10, 0, 4)]),
+            &[Rule::MostFrequent],
+        );
+        assert_eq!(p.attrs[0], [4]);
+    }
+
+    #[test]
+    fn recency_sorts_runs_of_month_and_drop_keeping_positions_within() {
+        let month = [12, 12, 10, 10, 12, 11, 10];
+        let drop_seq = [3, 3, 3, 1, 1, 2, 1];
+        let order = recency_order(&month, &drop_seq);
+        let mut expected: Vec<u32> = (0..month.len() as u32).collect();
+        expected.sort_by_key(|&i| (month[i as usize], drop_seq[i as usize], i));
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn keys_sharing_their_first_64_bits_link_only_when_the_whole_keys_are_equal() {
+        let hi = 0xabcd_u128 << 64;
+        let p = link(
+            records(&[
+                (hi | 1, 0, 10, 0, 1),
+                (hi | 2, 0, 10, 0, 1),
+                (hi | 1, 0, 11, 0, 1),
+            ]),
+            &[Rule::MostFrequent],
+        );
+        let mut sizes = p.records.clone();
+        sizes.sort();
+        assert_eq!(sizes, [1, 2]);
     }
 }
