@@ -443,11 +443,13 @@ fn open_csv_file(path: &Path, step: usize) -> Result<Option<RawFile>> {
     let file = std::fs::File::open(path).map_err(cannot_read)?;
     let source = TextSource::File(std::sync::Mutex::new(file));
     let mut head = Vec::new();
-    source
-        .read(0, SPAN_BYTES, &mut head)
-        .map_err(cannot_read)?;
+    source.read(0, SPAN_BYTES, &mut head).map_err(cannot_read)?;
     let whole = head.len() < SPAN_BYTES;
-    let bom = if head.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+    let bom = if head.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
     let h = &head[bom..];
     // The header and separator read from the first piece are those of the
     // whole file when the first line, and the header record, end in it.

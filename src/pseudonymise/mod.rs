@@ -20,7 +20,7 @@ use arrow_array::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
-use crate::drop::BatchBuilder;
+use crate::drop::{BatchBuilder, Coding};
 use crate::error::{Error, Result};
 use crate::key::TaskForceKey;
 use crate::raw::{Body, RawFile, RawRow, RawTable, Span, TextBody};
@@ -332,6 +332,15 @@ enum Kept {
 }
 
 impl Kept {
+    /// How the drop's batch builder takes these values.
+    fn coding(self) -> Coding {
+        match self {
+            Kept::Codes(list) => Coding::Text(&list.codes),
+            Kept::YesNo(yes) => Coding::YesNo(yes),
+            Kept::Nationality => Coding::Text(country::alpha3_codes()),
+        }
+    }
+
     fn value(self, v: u16) -> Value {
         let i = (v as usize).checked_sub(1);
         match self {
@@ -483,8 +492,9 @@ impl Pseudonymiser {
     /// batches, so coded records never pile up in memory.
     pub fn run_batches(&self, inputs: &[Input]) -> Result<BatchOutcome> {
         let views = self.views_of_tables(inputs)?;
-        let (batches, outcome) =
-            self.run_views(&views, || Ok(Batches::new(self.form, Vec::new())))?;
+        let (batches, outcome) = self.run_views(&views, || {
+            Ok(Batches::new(self.form, &self.kept, Vec::new()))
+        })?;
         Ok(BatchOutcome {
             rows: outcome.rows,
             batches: batches.sink,
@@ -517,8 +527,9 @@ impl Pseudonymiser {
                 self.view(&s.name, &s.file.header, body)
             })
             .collect::<Result<Vec<_>>>()?;
-        let (batches, outcome) =
-            self.run_views(&views, || Ok(Batches::new(self.form, new_sink()?)))?;
+        let (batches, outcome) = self.run_views(&views, || {
+            Ok(Batches::new(self.form, &self.kept, new_sink()?))
+        })?;
         Ok((batches.sink, outcome))
     }
 
@@ -1040,37 +1051,43 @@ impl Target for Records {
     }
 }
 
-/// Coded rows as the drop's batches, handed to a sink.
+/// Coded rows as the drop's batches, handed to a sink. The kept values
+/// stay coded until a batch is finished.
 struct Batches<S> {
     form: Form,
+    codings: Vec<Coding>,
     builder: BatchBuilder,
     sink: S,
 }
 
 impl<S: BatchSink> Batches<S> {
-    fn new(form: Form, sink: S) -> Self {
+    fn new(form: Form, kept: &[Kept], sink: S) -> Self {
+        let codings: Vec<Coding> = kept.iter().map(|k| k.coding()).collect();
         Batches {
             form,
-            builder: BatchBuilder::new(form, CHUNK_ROWS),
+            builder: BatchBuilder::with_codings(form, CHUNK_ROWS, &codings),
+            codings,
             sink,
         }
     }
 }
 
 impl<S: BatchSink> Target for Batches<S> {
-    fn row(&mut self, k: RowView<'_>, values: &[u16], kept: &[Kept]) -> Result<()> {
-        self.builder.push(
+    fn row(&mut self, k: RowView<'_>, values: &[u16], _kept: &[Kept]) -> Result<()> {
+        self.builder.push_coded(
             k.record_key,
             k.key_passport,
             k.key_name_dob,
             k.event_month,
             k.age_band,
-            kept.iter().zip(values).map(|(k, v)| k.value(*v)),
-        )
+            values,
+        );
+        Ok(())
     }
 
     fn end_batch(&mut self) -> Result<()> {
-        let full = std::mem::replace(&mut self.builder, BatchBuilder::new(self.form, CHUNK_ROWS));
+        let next = BatchBuilder::with_codings(self.form, CHUNK_ROWS, &self.codings);
+        let full = std::mem::replace(&mut self.builder, next);
         self.sink.write(full.finish()?)
     }
 }
