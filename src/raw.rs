@@ -103,8 +103,9 @@ pub struct TextBody {
 enum TextSource {
     /// Bytes given in memory (BOM removed).
     Memory(Vec<u8>),
-    /// The file, read a span at a time (positions are the file's own).
-    File(std::sync::Mutex<std::fs::File>),
+    /// The file, read a span at a time (positions are the file's own),
+    /// and its length when opened: bytes added later are not read.
+    File(std::sync::Mutex<std::fs::File>, usize),
 }
 
 impl TextSource {
@@ -117,8 +118,9 @@ impl TextSource {
                 buf.clear();
                 buf.extend_from_slice(&bytes[from..pos.saturating_add(len).min(bytes.len())]);
             }
-            TextSource::File(file) => {
+            TextSource::File(file, size) => {
                 use std::io::{Seek, SeekFrom};
+                let len = len.min(size.saturating_sub(pos));
                 let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
                 file.seek(SeekFrom::Start(pos as u64))?;
                 // The buffer is kept from span to span: only bytes past its
@@ -441,7 +443,8 @@ pub fn open(path: &Path) -> Result<RawFile> {
 fn open_csv_file(path: &Path, step: usize) -> Result<Option<RawFile>> {
     let cannot_read = |e| Error::io(format!("cannot read {}", path.display()), e);
     let file = std::fs::File::open(path).map_err(cannot_read)?;
-    let source = TextSource::File(std::sync::Mutex::new(file));
+    let size = file.metadata().map_err(cannot_read)?.len() as usize;
+    let source = TextSource::File(std::sync::Mutex::new(file), size);
     let mut head = Vec::new();
     source.read(0, SPAN_BYTES, &mut head).map_err(cannot_read)?;
     let whole = head.len() < SPAN_BYTES;
@@ -851,9 +854,12 @@ mod tests {
         assert_eq!(t.rows[0].line, 3, "row 2 is blank");
     }
 
-    /// The rows of a file as [`open`] gives them to the pseudonymiser.
-    /// Each opened from memory and from a file.
-    fn opened_rows(bytes: &[u8], step: usize) -> [Vec<(u64, Vec<String>, Option<String>)>; 2] {
+    /// A row as a test compares it: line, cells, defect.
+    type Row = (u64, Vec<String>, Option<String>);
+
+    /// The rows of a file as [`open`] gives them to the pseudonymiser, in
+    /// spans of about `step` bytes: opened from memory and from a file.
+    fn opened_rows(bytes: &[u8], step: usize) -> [Vec<Row>; 2] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.csv");
         std::fs::write(&path, bytes).unwrap();
@@ -901,7 +907,7 @@ mod tests {
         }
         text.extend(b"last;row");
         let table = read_csv_bytes(&text, Path::new("x.csv")).unwrap();
-        let expected: Vec<(u64, Vec<String>, Option<String>)> = table
+        let expected: Vec<Row> = table
             .rows
             .iter()
             .map(|r| {
@@ -914,6 +920,31 @@ mod tests {
             for rows in opened_rows(&text, step) {
                 assert_eq!(rows, expected, "spans of {step} bytes");
             }
+        }
+    }
+
+    /// A quote anywhere in the body, even past the first span, means the
+    /// file is read whole into rows, as [`read`] reads it.
+    #[test]
+    fn quoted_files_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        let mut text = String::from("\u{feff}a,b\r\n");
+        for i in 0..2000 {
+            text.push_str(&format!("x{i},y\r\n"));
+        }
+        text.push_str("\"line\nbreak\",z\n");
+        std::fs::write(&path, &text).unwrap();
+        assert!(open_csv_file(&path, 100).unwrap().is_none());
+        let opened = open(&path).unwrap();
+        let Body::Rows(rows) = opened.body else {
+            panic!("a quoted body is read into rows")
+        };
+        let whole = read(&path).unwrap();
+        assert_eq!(opened.header, whole.header);
+        assert_eq!(rows.len(), 2001);
+        for (a, b) in rows.iter().zip(&whole.rows) {
+            assert_eq!((a.line, &a.cells, &a.defect), (b.line, &b.cells, &b.defect));
         }
     }
 
