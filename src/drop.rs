@@ -194,6 +194,18 @@ pub struct BatchBuilder {
 enum Col {
     Text(Vec<Option<&'static str>>),
     Bool(Vec<Option<bool>>),
+    /// Values as [`Coding`] says, turned into text or yes/no at the end.
+    Coded(Vec<u16>, Coding),
+}
+
+/// How a kept column's value is given to [`BatchBuilder::push_coded`]: 0
+/// for unknown, otherwise 1 + an index.
+#[derive(Debug, Clone, Copy)]
+pub enum Coding {
+    /// An index into this table of codes.
+    Text(&'static [&'static str]),
+    /// A yes/no answer: this value is yes, any other no.
+    YesNo(u16),
 }
 
 impl BatchBuilder {
@@ -217,6 +229,23 @@ impl BatchBuilder {
         }
     }
 
+    /// A builder for about `n` rows whose kept values are given coded,
+    /// as `codings` says (one per kept column, in order), to
+    /// [`push_coded`](Self::push_coded).
+    pub fn with_codings(form: Form, n: usize, codings: &[Coding]) -> Self {
+        let mut b = BatchBuilder::new(form, 0);
+        debug_assert_eq!(b.cols.len(), codings.len());
+        b.keys = std::array::from_fn(|_| Vec::with_capacity(n * 32));
+        b.present = std::array::from_fn(|_| Vec::with_capacity(n));
+        b.event_month = Vec::with_capacity(n);
+        b.age_band = Vec::with_capacity(n);
+        b.cols = codings
+            .iter()
+            .map(|c| Col::Coded(Vec::with_capacity(n), *c))
+            .collect();
+        b
+    }
+
     /// Appends one row; `values` are the kept columns' values in order.
     pub fn push(
         &mut self,
@@ -227,13 +256,13 @@ impl BatchBuilder {
         age_band: Option<&'static str>,
         values: impl IntoIterator<Item = Value>,
     ) -> Result<()> {
-        self.keys[0].extend_from_slice(record_key);
-        for (i, key) in [key_passport, key_name_dob].into_iter().enumerate() {
-            self.keys[i + 1].extend_from_slice(key.unwrap_or(&[0; 32]));
-            self.present[i].push(key.is_some());
-        }
-        self.event_month.push(event_month);
-        self.age_band.push(age_band);
+        self.push_keys(
+            record_key,
+            key_passport,
+            key_name_dob,
+            event_month,
+            age_band,
+        );
         for (col, v) in self.cols.iter_mut().zip(values) {
             match (col, v) {
                 (Col::Text(c), Value::Text(t)) => c.push(t),
@@ -242,6 +271,51 @@ impl BatchBuilder {
             }
         }
         Ok(())
+    }
+
+    /// Appends one row to a builder made by
+    /// [`with_codings`](Self::with_codings); `values` are the kept
+    /// columns' coded values in order.
+    pub fn push_coded(
+        &mut self,
+        record_key: &[u8; 32],
+        key_passport: Option<&[u8; 32]>,
+        key_name_dob: Option<&[u8; 32]>,
+        event_month: Period,
+        age_band: Option<&'static str>,
+        values: &[u16],
+    ) {
+        self.push_keys(
+            record_key,
+            key_passport,
+            key_name_dob,
+            event_month,
+            age_band,
+        );
+        for (col, v) in self.cols.iter_mut().zip(values) {
+            match col {
+                Col::Coded(c, _) => c.push(*v),
+                _ => unreachable!("a builder with codings"),
+            }
+        }
+    }
+
+    #[inline]
+    fn push_keys(
+        &mut self,
+        record_key: &[u8; 32],
+        key_passport: Option<&[u8; 32]>,
+        key_name_dob: Option<&[u8; 32]>,
+        event_month: Period,
+        age_band: Option<&'static str>,
+    ) {
+        self.keys[0].extend_from_slice(record_key);
+        for (i, key) in [key_passport, key_name_dob].into_iter().enumerate() {
+            self.keys[i + 1].extend_from_slice(key.unwrap_or(&[0; 32]));
+            self.present[i].push(key.is_some());
+        }
+        self.event_month.push(event_month);
+        self.age_band.push(age_band);
     }
 
     /// Rows appended so far.
@@ -301,6 +375,11 @@ impl BatchBuilder {
                     bits(v.len(), |i| v[i] == Some(true)).finish(),
                     validity(v.len(), |i| v[i].is_some()).map(|mut b| b.finish().into()),
                 )),
+                Col::Coded(v, Coding::Text(table)) => coded_strings(&v, table)?,
+                Col::Coded(v, Coding::YesNo(yes)) => Arc::new(BooleanArray::new(
+                    bits(v.len(), |i| v[i] == yes).finish(),
+                    validity(v.len(), |i| v[i] != 0).map(|mut b| b.finish().into()),
+                )),
             });
         }
         Ok(RecordBatch::try_new(schema, arrays)?)
@@ -339,6 +418,23 @@ fn strings<S: AsRef<str>>(values: &[Option<S>]) -> Result<ArrayRef> {
         offsets.finish(),
         bytes.into(),
         validity(values.len(), |i| values[i].is_some()).map(|mut b| b.finish().into()),
+    )?))
+}
+
+/// A string array of coded values: 0 is null, otherwise 1 + an index into
+/// `table`. The same array [`strings`] gives for the values themselves.
+fn coded_strings(values: &[u16], table: &[&str]) -> Result<ArrayRef> {
+    let mut offsets = OffsetBufferBuilder::<i32>::new(values.len());
+    let mut bytes: Vec<u8> = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        let s = (*v as usize).checked_sub(1).map_or("", |i| table[i]);
+        bytes.extend_from_slice(s.as_bytes());
+        offsets.push_length(s.len());
+    }
+    Ok(Arc::new(StringArray::try_new(
+        offsets.finish(),
+        bytes.into(),
+        validity(values.len(), |i| values[i] != 0).map(|mut b| b.finish().into()),
     )?))
 }
 

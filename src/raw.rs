@@ -85,14 +85,120 @@ pub enum Body {
     Text(TextBody),
 }
 
-/// A quote-free CSV body: `bytes[start..]`, whose first line is line
-/// `before + 1`.
+/// A quote-free CSV body, planned into spans that end at line breaks. Its
+/// bytes stay in the file (or in memory, for bytes given as such): the
+/// worker that codes a span reads it into a buffer it keeps, so the file is
+/// never held whole.
 #[derive(Debug)]
 pub struct TextBody {
-    bytes: Vec<u8>,
-    start: usize,
-    before: u64,
+    source: TextSource,
+    spans: Vec<Span>,
     delimiter: u8,
+    /// The file, for messages.
+    path: std::path::PathBuf,
+}
+
+/// Where a [`TextBody`]'s bytes are.
+#[derive(Debug)]
+enum TextSource {
+    /// Bytes given in memory (BOM removed).
+    Memory(Vec<u8>),
+    /// The file, read a span at a time (positions are the file's own),
+    /// and its length when opened: bytes added later are not read.
+    File(std::sync::Mutex<std::fs::File>, usize),
+}
+
+impl TextSource {
+    /// Reads up to `len` bytes at `pos` into `buf` (replacing its
+    /// contents): fewer only at the end of the file.
+    fn read(&self, pos: usize, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        match self {
+            TextSource::Memory(bytes) => {
+                let from = pos.min(bytes.len());
+                buf.clear();
+                buf.extend_from_slice(&bytes[from..pos.saturating_add(len).min(bytes.len())]);
+            }
+            TextSource::File(file, size) => {
+                use std::io::{Seek, SeekFrom};
+                let len = len.min(size.saturating_sub(pos));
+                let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+                file.seek(SeekFrom::Start(pos as u64))?;
+                // The buffer is kept from span to span: only bytes past its
+                // last length are zeroed.
+                buf.resize(len, 0);
+                let mut filled = 0;
+                while filled < len {
+                    match file.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spans of about `step` bytes from `start`, each ending at a line break
+/// (or the end), read a piece at a time into one buffer; `before` line
+/// breaks come before `start`. `None` when the body holds a `"`.
+fn plan_spans(
+    source: &TextSource,
+    start: usize,
+    mut before: u64,
+    step: usize,
+) -> std::io::Result<Option<Vec<Span>>> {
+    let step = step.max(1);
+    let mut spans = Vec::new();
+    let mut buf = Vec::new();
+    let mut pos = start;
+    loop {
+        // A piece of `want` bytes, doubled until it holds a line break.
+        let mut want = step;
+        let end = loop {
+            source.read(pos, want, &mut buf)?;
+            if buf.len() < want {
+                break buf.len();
+            }
+            if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
+                break i + 1;
+            }
+            want = want.saturating_mul(2);
+        };
+        if end == 0 {
+            return Ok(Some(spans));
+        }
+        let (newlines, quoted) = scan(&buf[..end]);
+        if quoted {
+            return Ok(None);
+        }
+        spans.push(Span {
+            start: pos,
+            end: pos + end,
+            before,
+        });
+        before += newlines;
+        pos += end;
+    }
+}
+
+/// The line breaks in `bytes`, and whether it holds a `"`: one pass, in
+/// blocks the compiler can vectorise.
+fn scan(bytes: &[u8]) -> (u64, bool) {
+    let (mut newlines, mut quotes) = (0u64, 0u8);
+    for block in bytes.chunks(128) {
+        let (mut n, mut q) = (0u8, 0u8);
+        for b in block {
+            n += (*b == b'\n') as u8;
+            q |= (*b == b'"') as u8;
+        }
+        newlines += n as u64;
+        quotes |= q;
+    }
+    (newlines, quotes != 0)
 }
 
 /// A piece of a [`TextBody`] that ends at a line break (or the end).
@@ -117,52 +223,41 @@ impl Span {
 }
 
 impl TextBody {
-    /// Splits the body into spans of about `step` bytes, each ending at a
-    /// line break, with the number of lines before each.
-    pub fn spans(&self, step: usize) -> Vec<Span> {
-        use rayon::prelude::*;
-        let bytes = &self.bytes;
-        let mut bounds = vec![self.start];
-        while *bounds.last().expect("one") < bytes.len() {
-            let from = (*bounds.last().expect("one") + step.max(1)).min(bytes.len());
-            let end = bytes[from..]
-                .iter()
-                .position(|b| *b == b'\n')
-                .map_or(bytes.len(), |i| from + i + 1);
-            bounds.push(end);
-        }
-        let newlines: Vec<u64> = bounds
-            .par_windows(2)
-            .map(|w| bytes[w[0]..w[1]].iter().filter(|c| **c == b'\n').count() as u64)
-            .collect();
-        let mut before = self.before;
-        bounds
-            .windows(2)
-            .zip(newlines)
-            .map(|(w, n)| {
-                let span = Span {
-                    start: w[0],
-                    end: w[1],
-                    before,
-                };
-                before += n;
-                span
-            })
-            .collect()
+    /// The body's spans, in order: each ends at a line break (or the end)
+    /// and knows the number of lines before it.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
     }
 
     /// Calls `f` with each non-blank row of a span, in order, as the csv
     /// crate would read it: a record ends at `\r`, `\n` or `\r\n`, empty
     /// lines are skipped, and (no quotes) every separator splits cells.
     /// Missing trailing cells are blank; extra cells are cut after the
-    /// row is checked for them, as [`read`] does.
-    pub fn for_each_row(&self, span: Span, width: usize, mut f: impl FnMut(TextRow<'_>)) {
-        let bytes = &self.bytes[..span.end];
+    /// row is checked for them, as [`read`] does. The span is read into
+    /// `buf`, which the caller keeps from span to span.
+    pub fn for_each_row(
+        &self,
+        span: Span,
+        width: usize,
+        buf: &mut Vec<u8>,
+        mut f: impl FnMut(TextRow<'_>),
+    ) -> Result<()> {
+        let cannot_read = |e| Error::io(format!("cannot read {}", self.path.display()), e);
+        self.source
+            .read(span.start, span.len(), buf)
+            .map_err(cannot_read)?;
+        if buf.len() != span.len() {
+            return Err(cannot_read(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file changed while it was read",
+            )));
+        }
+        let bytes = &buf[..];
         // Usually the whole span is valid UTF-8: checked once, each row is
         // then a slice of it (rows end at ASCII bytes, so at characters).
-        let valid = std::str::from_utf8(&bytes[span.start..]).ok();
+        let valid = std::str::from_utf8(bytes).ok();
         let delimiter = self.delimiter;
-        let mut pos = span.start;
+        let mut pos = 0;
         let mut newlines = span.before;
         let mut cells: Vec<(u32, u32)> = Vec::with_capacity(width + 1);
         while pos < bytes.len() {
@@ -195,13 +290,14 @@ impl TextBody {
             let line = newlines + 1;
             let record = &bytes[start..pos];
             let text = match valid {
-                Some(valid) => Ok(&valid[start - span.start..pos - span.start]),
+                Some(valid) => Ok(&valid[start..pos]),
                 None => std::str::from_utf8(record),
             };
+            let offset = (span.start + start) as u64;
             let Ok(text) = text else {
                 f(TextRow {
                     line,
-                    offset: start as u64,
+                    offset,
                     text: "",
                     cells: &[],
                     defect: Some(not_utf8()),
@@ -218,12 +314,13 @@ impl TextBody {
             .then(|| extra_cells(cells_in_row, width));
             f(TextRow {
                 line,
-                offset: start as u64,
+                offset,
                 text,
                 cells: &cells[..cells_in_row.min(width)],
                 defect,
             });
         }
+        Ok(())
     }
 }
 
@@ -313,14 +410,23 @@ fn extra_cells(cells_in_row: usize, width: usize) -> String {
     )
 }
 
-/// Opens a raw file of either format for pseudonymising.
+/// Bytes of a quote-free CSV body per span (about 16,000 screening rows):
+/// enough to keep the cores busy, small enough to keep memory flat.
+pub const SPAN_BYTES: usize = 2 << 20;
+
+/// Opens a raw file of either format for pseudonymising. A CSV file is
+/// read a piece at a time to find its header and plan its spans; only a
+/// body with quotes (or a header longer than a span) is read whole.
 pub fn open(path: &Path) -> Result<RawFile> {
     match RawFormat::of(path)? {
-        RawFormat::Csv => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-            open_csv_bytes(bytes, path)
-        }
+        RawFormat::Csv => match open_csv_file(path, SPAN_BYTES)? {
+            Some(file) => Ok(file),
+            None => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+                open_csv_bytes(bytes, path)
+            }
+        },
         RawFormat::Xlsx => {
             let t = read_xlsx(path)?;
             Ok(RawFile {
@@ -331,14 +437,63 @@ pub fn open(path: &Path) -> Result<RawFile> {
     }
 }
 
+/// A quote-free CSV file as a [`TextBody`] in spans of about `step` bytes;
+/// `None` when it must be read whole: its body holds a `"`, or its header
+/// does not end within the first [`SPAN_BYTES`].
+fn open_csv_file(path: &Path, step: usize) -> Result<Option<RawFile>> {
+    let cannot_read = |e| Error::io(format!("cannot read {}", path.display()), e);
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let size = file.metadata().map_err(cannot_read)?.len() as usize;
+    let source = TextSource::File(std::sync::Mutex::new(file), size);
+    let mut head = Vec::new();
+    source.read(0, SPAN_BYTES, &mut head).map_err(cannot_read)?;
+    let whole = head.len() < SPAN_BYTES;
+    let bom = if head.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let h = &head[bom..];
+    // The header and separator read from the first piece are those of the
+    // whole file when the first line, and the header record, end in it.
+    if !whole && !h.contains(&b'\n') {
+        return Ok(None);
+    }
+    let (header, body) = match read_header(h, path) {
+        Ok((header, body)) if whole || body < h.len() => (header, body),
+        Ok(_) => return Ok(None),
+        Err(e) if whole => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let delimiter = sniff_delimiter(h);
+    let before = scan(&h[..body]).0;
+    let Some(spans) = plan_spans(&source, bom + body, before, step).map_err(cannot_read)? else {
+        return Ok(None);
+    };
+    Ok(Some(RawFile {
+        header,
+        body: Body::Text(TextBody {
+            source,
+            spans,
+            delimiter,
+            path: path.to_path_buf(),
+        }),
+    }))
+}
+
 /// As [`read_csv_bytes`], keeping a quote-free body as bytes.
-pub fn open_csv_bytes(mut bytes: Vec<u8>, path: &Path) -> Result<RawFile> {
+pub fn open_csv_bytes(bytes: Vec<u8>, path: &Path) -> Result<RawFile> {
+    open_csv_bytes_in(bytes, path, SPAN_BYTES)
+}
+
+/// [`open_csv_bytes`] with spans of about `step` bytes.
+fn open_csv_bytes_in(mut bytes: Vec<u8>, path: &Path, step: usize) -> Result<RawFile> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
     let (header, body) = read_header(&bytes, path)?;
     let delimiter = sniff_delimiter(&bytes);
-    let before = bytes[..body].iter().filter(|b| **b == b'\n').count() as u64;
+    let before = scan(&bytes[..body]).0;
     if bytes[body..].contains(&b'"') {
         let rows = parse_body(&bytes, body, delimiter, header.len(), path, PARALLEL_FROM)?;
         return Ok(RawFile {
@@ -346,13 +501,17 @@ pub fn open_csv_bytes(mut bytes: Vec<u8>, path: &Path) -> Result<RawFile> {
             body: Body::Rows(rows),
         });
     }
+    let source = TextSource::Memory(bytes);
+    let spans = plan_spans(&source, body, before, step)
+        .expect("memory reads do not fail")
+        .expect("no quote in the body");
     Ok(RawFile {
         header,
         body: Body::Text(TextBody {
-            bytes,
-            start: body,
-            before,
+            source,
+            spans,
             delimiter,
+            path: path.to_path_buf(),
         }),
     })
 }
@@ -695,21 +854,35 @@ mod tests {
         assert_eq!(t.rows[0].line, 3, "row 2 is blank");
     }
 
-    /// The rows of a file as [`open`] gives them to the pseudonymiser.
-    fn opened_rows(bytes: &[u8], step: usize) -> Vec<(u64, Vec<String>, Option<String>)> {
-        let f = open_csv_bytes(bytes.to_vec(), Path::new("x.csv")).unwrap();
-        let width = f.header.len();
-        let Body::Text(text) = f.body else {
-            panic!("a quote-free body stays text")
-        };
-        let mut rows = Vec::new();
-        for span in text.spans(step) {
-            text.for_each_row(span, width, |r| {
-                let cells = (0..width).map(|i| r.cell(i).to_string()).collect();
-                rows.push((r.line, cells, r.defect));
-            });
-        }
-        rows
+    /// A row as a test compares it: line, cells, defect.
+    type Row = (u64, Vec<String>, Option<String>);
+
+    /// The rows of a file as [`open`] gives them to the pseudonymiser, in
+    /// spans of about `step` bytes: opened from memory and from a file.
+    fn opened_rows(bytes: &[u8], step: usize) -> [Vec<Row>; 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let files = [
+            open_csv_bytes_in(bytes.to_vec(), Path::new("x.csv"), step).unwrap(),
+            open_csv_file(&path, step).unwrap().expect("no quotes"),
+        ];
+        files.map(|f| {
+            let width = f.header.len();
+            let Body::Text(text) = f.body else {
+                panic!("a quote-free body stays text")
+            };
+            let mut rows = Vec::new();
+            let mut buf = Vec::new();
+            for span in text.spans() {
+                text.for_each_row(*span, width, &mut buf, |r| {
+                    let cells = (0..width).map(|i| r.cell(i).to_string()).collect();
+                    rows.push((r.line, cells, r.defect));
+                })
+                .unwrap();
+            }
+            rows
+        })
     }
 
     #[test]
@@ -734,7 +907,7 @@ mod tests {
         }
         text.extend(b"last;row");
         let table = read_csv_bytes(&text, Path::new("x.csv")).unwrap();
-        let expected: Vec<(u64, Vec<String>, Option<String>)> = table
+        let expected: Vec<Row> = table
             .rows
             .iter()
             .map(|r| {
@@ -744,7 +917,34 @@ mod tests {
             .collect();
         assert!(expected.len() > 2000);
         for step in [1, 100, 4096, usize::MAX / 2] {
-            assert_eq!(opened_rows(&text, step), expected, "spans of {step} bytes");
+            for rows in opened_rows(&text, step) {
+                assert_eq!(rows, expected, "spans of {step} bytes");
+            }
+        }
+    }
+
+    /// A quote anywhere in the body, even past the first span, means the
+    /// file is read whole into rows, as [`read`] reads it.
+    #[test]
+    fn quoted_files_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        let mut text = String::from("\u{feff}a,b\r\n");
+        for i in 0..2000 {
+            text.push_str(&format!("x{i},y\r\n"));
+        }
+        text.push_str("\"line\nbreak\",z\n");
+        std::fs::write(&path, &text).unwrap();
+        assert!(open_csv_file(&path, 100).unwrap().is_none());
+        let opened = open(&path).unwrap();
+        let Body::Rows(rows) = opened.body else {
+            panic!("a quoted body is read into rows")
+        };
+        let whole = read(&path).unwrap();
+        assert_eq!(opened.header, whole.header);
+        assert_eq!(rows.len(), 2001);
+        for (a, b) in rows.iter().zip(&whole.rows) {
+            assert_eq!((a.line, &a.cells, &a.defect), (b.line, &b.cells, &b.defect));
         }
     }
 

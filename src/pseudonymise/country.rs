@@ -38,6 +38,8 @@ pub enum NationalityError {
 
 struct Table {
     countries: Vec<Country>,
+    /// Each country's alpha-3 code, in the order of `countries`.
+    alpha3: Vec<&'static str>,
     lookup: HashMap<String, Vec<usize>>,
 }
 
@@ -79,7 +81,12 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
             }
         }
     }
-    Table { countries, lookup }
+    let alpha3 = countries.iter().map(|c| c.alpha3).collect();
+    Table {
+        countries,
+        alpha3,
+        lookup,
+    }
 });
 
 /// Squashed words that mean "not known" rather than a country.
@@ -142,6 +149,11 @@ fn squashed_ascii<'b>(raw: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
 /// Every country of the reference table, sorted by alpha-3 code.
 pub fn countries() -> &'static [Country] {
     &TABLE.countries
+}
+
+/// The alpha-3 code of each of [`countries`], in the same order.
+pub fn alpha3_codes() -> &'static [&'static str] {
+    &TABLE.alpha3
 }
 
 /// Resolves a raw nationality to its ISO 3166-1 alpha-3 code.

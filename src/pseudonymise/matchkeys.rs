@@ -4,9 +4,15 @@
 //! `enc(x) = u32 big-endian length of x || x`; a key is
 //! `HMAC-SHA256(key, enc("safetally") || enc(rule) || enc(version) || enc(field)...)`.
 //! A rule whose fields are missing yields no key. Keys are never printed.
+//!
+//! The keys are computed with SHA-256's compression function from states
+//! prepared once per key (HMAC's inner pad with the rule's name and version
+//! fed, and the outer pad), which is HMAC-SHA256 as RFC 2104 defines it; a
+//! test checks it against RFC 4231's vectors and the `hmac` crate.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use sha2::digest::generic_array::GenericArray;
 
 use crate::key::TaskForceKey;
 
@@ -21,14 +27,200 @@ pub fn encode_fields(mac: &mut Hmac<Sha256>, fields: &[&[u8]]) {
     }
 }
 
+/// SHA-256's initial state (FIPS 180-4, 5.3.3).
+const SHA256_INIT: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// Message bytes held before full blocks are compressed: keys' messages
+/// (about 30 bytes of rule, then the fields) nearly always fit, so a key
+/// is one copy of each field and one call per block.
+const HELD: usize = 256;
+
+/// A SHA-256 computation under way: the state after the blocks
+/// compressed, and the bytes after them written in a row (the rest zero).
+#[derive(Clone)]
+struct Sha256Message {
+    state: [u32; 8],
+    /// Bytes compressed so far.
+    done: u64,
+    held: [u8; HELD],
+    len: usize,
+}
+
+impl Sha256Message {
+    fn new() -> Self {
+        Sha256Message {
+            state: SHA256_INIT,
+            done: 0,
+            held: [0; HELD],
+            len: 0,
+        }
+    }
+
+    /// Appends `data`; room for the padding (9 bytes) is always left.
+    #[inline]
+    fn update(&mut self, data: &[u8]) {
+        if self.len + data.len() <= HELD - 9 {
+            self.held[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
+        } else {
+            self.update_long(data);
+        }
+    }
+
+    /// [`update`](Self::update) when the bytes held would pass
+    /// `HELD - 9`: full blocks are compressed as they fill.
+    #[cold]
+    fn update_long(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = (64 - self.len % 64).min(data.len());
+            self.held[self.len..self.len + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
+            if self.len == HELD {
+                self.compress_held(HELD / 64);
+                self.held = [0; HELD];
+                self.len = 0;
+            }
+        }
+        if self.len > HELD - 9 {
+            // Keep the last partial block only.
+            let full = self.len / 64;
+            self.compress_held(full);
+            let rest = self.len - full * 64;
+            let mut held = [0; HELD];
+            held[..rest].copy_from_slice(&self.held[full * 64..self.len]);
+            self.held = held;
+            self.len = rest;
+        }
+    }
+
+    fn compress_held(&mut self, blocks: usize) {
+        for block in self.held[..blocks * 64].chunks_exact(64) {
+            compress(&mut self.state, block);
+        }
+        self.done += blocks as u64 * 64;
+    }
+
+    /// The digest: the message padded with `0x80`, zeros (already there)
+    /// and its length in bits.
+    #[inline]
+    fn finish(&mut self) -> Digest {
+        let bits = (self.done + self.len as u64) * 8;
+        self.held[self.len] = 0x80;
+        let blocks = (self.len + 9).div_ceil(64);
+        self.held[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits.to_be_bytes());
+        self.compress_held(blocks);
+        digest_of(&self.state)
+    }
+}
+
+#[inline]
+fn digest_of(state: &[u32; 8]) -> Digest {
+    let mut out = [0; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+#[inline]
+fn compress(state: &mut [u32; 8], block: &[u8]) {
+    sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
+}
+
+/// HMAC-SHA256 (RFC 2104) under one key, with the key's pads already
+/// compressed and the first bytes of every message (under a block) held.
+#[derive(Clone)]
+struct HmacKey {
+    /// The state after the inner pad's block.
+    inner: [u32; 8],
+    /// The state after the outer pad's block.
+    outer: [u32; 8],
+    /// The bytes every message starts with.
+    prefix: [u8; 64],
+    prefix_len: usize,
+}
+
+impl HmacKey {
+    /// `prefix` must be shorter than a block (64 bytes).
+    fn new(key: &[u8], prefix: &[u8]) -> Self {
+        assert!(prefix.len() < 64, "a prefix under a block");
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            let mut h = Sha256Message::new();
+            h.update(key);
+            block[..32].copy_from_slice(&h.finish());
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let pad = |byte: u8| {
+            let mut state = SHA256_INIT;
+            compress(&mut state, &block.map(|b| b ^ byte));
+            state
+        };
+        let mut held = [0u8; 64];
+        held[..prefix.len()].copy_from_slice(prefix);
+        HmacKey {
+            inner: pad(0x36),
+            outer: pad(0x5c),
+            prefix: held,
+            prefix_len: prefix.len(),
+        }
+    }
+
+    /// A message under way, its prefix fed.
+    #[inline]
+    fn start(&self) -> HmacMessage<'_> {
+        let mut held = [0u8; HELD];
+        held[..64].copy_from_slice(&self.prefix);
+        HmacMessage {
+            inner: Sha256Message {
+                state: self.inner,
+                done: 64,
+                held,
+                len: self.prefix_len,
+            },
+            outer: &self.outer,
+        }
+    }
+}
+
+/// One HMAC-SHA256 computation under way.
+struct HmacMessage<'a> {
+    inner: Sha256Message,
+    outer: &'a [u32; 8],
+}
+
+impl HmacMessage<'_> {
+    #[inline]
+    fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+    }
+
+    /// The outer hash of the inner digest: one block, its padding fixed
+    /// (32 bytes after the 64 of the pad: 768 bits).
+    #[inline]
+    fn finish(&mut self) -> Digest {
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.inner.finish());
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&768u64.to_be_bytes());
+        let mut state = *self.outer;
+        compress(&mut state, &block);
+        digest_of(&state)
+    }
+}
+
 /// Computes rule keys under one task-force key. Holds the keyed HMAC state
 /// once so each key costs only the message's hashing.
 #[derive(Clone)]
 pub struct Keyer {
-    /// The keyed state with each rule's name and version already fed.
-    passport: Hmac<Sha256>,
-    name_dob: Hmac<Sha256>,
-    record: Hmac<Sha256>,
+    /// The keyed state with each rule's name and version as the prefix.
+    passport: HmacKey,
+    name_dob: HmacKey,
+    record: HmacKey,
 }
 
 /// Version of the passport rule.
@@ -41,14 +233,13 @@ pub const RECORD_RULE: (&str, &str) = ("record", "1");
 impl Keyer {
     /// A keyer for this key.
     pub fn new(key: &TaskForceKey) -> Self {
-        let base = Hmac::<Sha256>::new_from_slice(key.bytes()).expect("any key length");
         let rule = |(name, version): (&str, &str)| {
-            let mut mac = base.clone();
-            encode_fields(
-                &mut mac,
-                &[b"safetally", name.as_bytes(), version.as_bytes()],
-            );
-            mac
+            let mut prefix = Vec::new();
+            for f in [b"safetally".as_slice(), name.as_bytes(), version.as_bytes()] {
+                prefix.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                prefix.extend_from_slice(f);
+            }
+            HmacKey::new(key.bytes(), &prefix)
         };
         Keyer {
             passport: rule(PASSPORT_RULE),
@@ -57,13 +248,14 @@ impl Keyer {
         }
     }
 
-    fn rule<'a>(rule: &Hmac<Sha256>, fields: impl IntoIterator<Item = &'a [u8]>) -> Digest {
-        let mut mac = rule.clone();
+    #[inline]
+    fn rule<'a>(rule: &HmacKey, fields: impl IntoIterator<Item = &'a [u8]>) -> Digest {
+        let mut mac = rule.start();
         for f in fields {
             mac.update(&(f.len() as u32).to_be_bytes());
             mac.update(f);
         }
-        mac.finalize().into_bytes().into()
+        mac.finish()
     }
 
     /// `passport` v1: normalised passport number and nationality (alpha-3).
@@ -147,7 +339,84 @@ mod tests {
             let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
             mac.update(&data);
             assert_eq!(hex::encode(mac.finalize().into_bytes()), expected);
+            let ours = HmacKey::new(&key, &[]);
+            let mut m = ours.start();
+            m.update(&data);
+            assert_eq!(hex::encode(m.finish()), expected, "ours");
         }
+    }
+
+    /// The HMAC built on the compression function gives the `hmac` crate's
+    /// digests for keys and messages of every length around the block
+    /// size, fed in one piece or in several.
+    #[test]
+    fn our_hmac_is_the_hmac_crates() {
+        let bytes: Vec<u8> = (0..800u32).map(|i| (i * 7 + 3) as u8).collect();
+        for key_len in [0, 1, 20, 32, 63, 64, 65, 131] {
+            let key = &bytes[..key_len];
+            for len in 0..=600 {
+                let data = &bytes[100..100 + len];
+                let mut theirs = Hmac::<Sha256>::new_from_slice(key).unwrap();
+                theirs.update(data);
+                let theirs: Digest = theirs.finalize().into_bytes().into();
+                let ours = HmacKey::new(key, &[]);
+                let mut whole = ours.start();
+                whole.update(data);
+                assert_eq!(whole.finish(), theirs, "key {key_len}, message {len}");
+                let mut pieces = ours.start();
+                for piece in data.chunks(len / 3 + 1) {
+                    pieces.update(piece);
+                }
+                assert_eq!(pieces.finish(), theirs, "key {key_len}, message {len}");
+                // With some of the message as the prefix.
+                let cut = len.min(40);
+                let prefixed = HmacKey::new(key, &data[..cut]);
+                let mut rest = prefixed.start();
+                rest.update(&data[cut..]);
+                assert_eq!(rest.finish(), theirs, "key {key_len}, message {len}");
+            }
+        }
+    }
+
+    /// The keys are those of the `hmac` crate over the encoded fields.
+    #[test]
+    fn keys_are_hmac_over_the_encoded_fields() {
+        let key = TaskForceKey::from_bytes([9; 32]);
+        let k = Keyer::new(&key);
+        let mac = |fields: &[&[u8]]| -> Digest {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key.bytes()).unwrap();
+            encode_fields(&mut mac, fields);
+            mac.finalize().into_bytes().into()
+        };
+        let long = "x".repeat(150);
+        for reference in ["", "A1", "CASE-2018-000123", long.as_str()] {
+            assert_eq!(
+                k.record("screening", "ORG", reference),
+                mac(&[
+                    b"safetally",
+                    b"record",
+                    b"1",
+                    b"screening",
+                    b"ORG",
+                    reference.as_bytes()
+                ])
+            );
+        }
+        assert_eq!(
+            k.passport(Some("P1234567"), Some("IDN")),
+            Some(mac(&[b"safetally", b"passport", b"1", b"P1234567", b"IDN"]))
+        );
+        assert_eq!(
+            k.name_dob(&["ana".into(), "lopez".into()], Some("1990-01-31")),
+            Some(mac(&[
+                b"safetally",
+                b"name_dob",
+                b"1",
+                b"1990-01-31",
+                b"ana",
+                b"lopez"
+            ]))
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use arrow_array::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
-use crate::drop::BatchBuilder;
+use crate::drop::{BatchBuilder, Coding};
 use crate::error::{Error, Result};
 use crate::key::TaskForceKey;
 use crate::raw::{Body, RawFile, RawRow, RawTable, Span, TextBody};
@@ -188,10 +188,6 @@ pub struct BatchOutcome {
 /// many (counting rejected rows), each batch holding the valid ones.
 const CHUNK_ROWS: usize = 16 * 1024;
 
-/// Bytes of a quote-free CSV body coded per chunk (about 16,000 rows):
-/// enough to keep both cores busy, small enough to keep memory flat.
-const CHUNK_BYTES: usize = 2 << 20;
-
 /// A raw file opened with [`raw::open`], to pseudonymise.
 pub struct Source {
     /// File name for messages.
@@ -307,6 +303,8 @@ type Repeats = FxHashMap<(usize, u64), String>;
 /// Buffers a worker keeps from row to row.
 #[derive(Default)]
 struct Scratch {
+    /// The bytes of the span being coded.
+    text: Vec<u8>,
     reference: String,
     problems: Vec<(String, String)>,
     values: Vec<u16>,
@@ -334,6 +332,15 @@ enum Kept {
 }
 
 impl Kept {
+    /// How the drop's batch builder takes these values.
+    fn coding(self) -> Coding {
+        match self {
+            Kept::Codes(list) => Coding::Text(&list.codes),
+            Kept::YesNo(yes) => Coding::YesNo(yes),
+            Kept::Nationality => Coding::Text(country::alpha3_codes()),
+        }
+    }
+
     fn value(self, v: u16) -> Value {
         let i = (v as usize).checked_sub(1);
         match self {
@@ -485,8 +492,9 @@ impl Pseudonymiser {
     /// batches, so coded records never pile up in memory.
     pub fn run_batches(&self, inputs: &[Input]) -> Result<BatchOutcome> {
         let views = self.views_of_tables(inputs)?;
-        let (batches, outcome) =
-            self.run_views(&views, || Ok(Batches::new(self.form, Vec::new())))?;
+        let (batches, outcome) = self.run_views(&views, || {
+            Ok(Batches::new(self.form, &self.kept, Vec::new()))
+        })?;
         Ok(BatchOutcome {
             rows: outcome.rows,
             batches: batches.sink,
@@ -519,8 +527,9 @@ impl Pseudonymiser {
                 self.view(&s.name, &s.file.header, body)
             })
             .collect::<Result<Vec<_>>>()?;
-        let (batches, outcome) =
-            self.run_views(&views, || Ok(Batches::new(self.form, new_sink()?)))?;
+        let (batches, outcome) = self.run_views(&views, || {
+            Ok(Batches::new(self.form, &self.kept, new_sink()?))
+        })?;
         Ok((batches.sink, outcome))
     }
 
@@ -567,9 +576,13 @@ impl Pseudonymiser {
                         })
                         .collect(),
                     BodyView::Text(body) => body
-                        .spans(CHUNK_BYTES)
-                        .into_iter()
-                        .map(|span| Chunk::Text { file, body, span })
+                        .spans()
+                        .iter()
+                        .map(|span| Chunk::Text {
+                            file,
+                            body,
+                            span: *span,
+                        })
                         .collect(),
                 }
             })
@@ -580,7 +593,7 @@ impl Pseudonymiser {
         if hashes.is_empty() {
             return asm.finish();
         }
-        let repeats = self.repeats(views, &chunks, &hashes);
+        let repeats = self.repeats(views, &chunks, &hashes)?;
         if repeats.is_empty() {
             // Hashes collided, references did not.
             return asm.finish();
@@ -606,12 +619,12 @@ impl Pseudonymiser {
         if threads <= 1 || chunks.len() <= 1 {
             let mut scratch = Scratch::default();
             for chunk in chunks {
-                asm.take(self.code_chunk(views, chunk, repeats, &mut scratch))?;
+                asm.take(self.code_chunk(views, chunk, repeats, &mut scratch)?)?;
             }
             return Ok(());
         }
         let next = AtomicUsize::new(0);
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, ChunkOut)>();
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<ChunkOut>)>();
         std::thread::scope(|scope| {
             let assembler = scope.spawn(move || -> Result<()> {
                 let mut waiting = BTreeMap::new();
@@ -619,7 +632,7 @@ impl Pseudonymiser {
                 for (i, out) in rx {
                     waiting.insert(i, out);
                     while let Some(out) = waiting.remove(&wanted) {
-                        asm.take(out)?;
+                        asm.take(out?)?;
                         wanted += 1;
                     }
                 }
@@ -657,12 +670,12 @@ impl Pseudonymiser {
         views: &[FileView<'_>],
         chunks: &[Chunk<'_>],
         hashes: &FxHashSet<u64>,
-    ) -> Repeats {
+    ) -> Result<Repeats> {
         use rayon::prelude::*;
         // (file, row identity, line, reference) in input order.
         let found: Vec<Vec<(usize, u64, u64, String)>> = chunks
             .par_iter()
-            .map(|chunk| {
+            .map_init(Vec::new, |buf, chunk| -> Result<_> {
                 let mut found = Vec::new();
                 let mut reference = String::new();
                 let mut row = |file: usize, id: u64, line: u64, raw: &str| {
@@ -675,9 +688,9 @@ impl Pseudonymiser {
                     Chunk::Text { file, body, span } => {
                         let view = &views[*file];
                         let at = view.map[self.ref_pos];
-                        body.for_each_row(*span, view.width, |r| {
+                        body.for_each_row(*span, view.width, buf, |r| {
                             row(*file, r.offset, r.line, r.cell(at))
-                        });
+                        })?;
                     }
                     Chunk::Rows { file, first, rows } => {
                         let at = views[*file].map[self.ref_pos];
@@ -687,9 +700,9 @@ impl Pseudonymiser {
                         }
                     }
                 }
-                found
+                Ok(found)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut same: HashMap<&str, Vec<(usize, u64, u64)>> = HashMap::new();
         for (file, id, line, reference) in found.iter().flatten() {
             same.entry(reference).or_default().push((*file, *id, *line));
@@ -718,7 +731,7 @@ impl Pseudonymiser {
                 );
             }
         }
-        repeats
+        Ok(repeats)
     }
 
     /// Reads and codes the rows of one chunk.
@@ -728,7 +741,7 @@ impl Pseudonymiser {
         chunk: &Chunk<'_>,
         repeats: Option<&Repeats>,
         s: &mut Scratch,
-    ) -> ChunkOut {
+    ) -> Result<ChunkOut> {
         let file = match chunk {
             Chunk::Text { file, .. } | Chunk::Rows { file, .. } => *file,
         };
@@ -748,11 +761,16 @@ impl Pseudonymiser {
             ref_hashes: Vec::new(),
         };
         match chunk {
-            Chunk::Text { body, span, .. } => body.for_each_row(*span, view.width, |mut r| {
-                let defect = r.defect.take();
-                let cell = |i: usize| r.cell(i);
-                self.code_one(view, &mut out, (r.offset, r.line), cell, defect, repeats, s);
-            }),
+            Chunk::Text { body, span, .. } => {
+                let mut buf = std::mem::take(&mut s.text);
+                let read = body.for_each_row(*span, view.width, &mut buf, |mut r| {
+                    let defect = r.defect.take();
+                    let cell = |i: usize| r.cell(i);
+                    self.code_one(view, &mut out, (r.offset, r.line), cell, defect, repeats, s);
+                });
+                s.text = buf;
+                read?;
+            }
             Chunk::Rows { first, rows, .. } => {
                 for (k, row) in rows.iter().enumerate() {
                     let cell = |i: usize| row.cells.get(i).unwrap_or("");
@@ -762,7 +780,7 @@ impl Pseudonymiser {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Reads and codes one row into `out`. `cell` gives the cells by their
@@ -828,6 +846,7 @@ impl Pseudonymiser {
     fn code_row<'a>(&self, cell: impl Fn(usize) -> &'a str, s: &mut Scratch) -> Option<RowKeys> {
         let schema = self.schema();
         let Scratch {
+            text: _,
             reference,
             problems,
             values,
@@ -1032,37 +1051,43 @@ impl Target for Records {
     }
 }
 
-/// Coded rows as the drop's batches, handed to a sink.
+/// Coded rows as the drop's batches, handed to a sink. The kept values
+/// stay coded until a batch is finished.
 struct Batches<S> {
     form: Form,
+    codings: Vec<Coding>,
     builder: BatchBuilder,
     sink: S,
 }
 
 impl<S: BatchSink> Batches<S> {
-    fn new(form: Form, sink: S) -> Self {
+    fn new(form: Form, kept: &[Kept], sink: S) -> Self {
+        let codings: Vec<Coding> = kept.iter().map(|k| k.coding()).collect();
         Batches {
             form,
-            builder: BatchBuilder::new(form, CHUNK_ROWS),
+            builder: BatchBuilder::with_codings(form, CHUNK_ROWS, &codings),
+            codings,
             sink,
         }
     }
 }
 
 impl<S: BatchSink> Target for Batches<S> {
-    fn row(&mut self, k: RowView<'_>, values: &[u16], kept: &[Kept]) -> Result<()> {
-        self.builder.push(
+    fn row(&mut self, k: RowView<'_>, values: &[u16], _kept: &[Kept]) -> Result<()> {
+        self.builder.push_coded(
             k.record_key,
             k.key_passport,
             k.key_name_dob,
             k.event_month,
             k.age_band,
-            kept.iter().zip(values).map(|(k, v)| k.value(*v)),
-        )
+            values,
+        );
+        Ok(())
     }
 
     fn end_batch(&mut self) -> Result<()> {
-        let full = std::mem::replace(&mut self.builder, BatchBuilder::new(self.form, CHUNK_ROWS));
+        let next = BatchBuilder::with_codings(self.form, CHUNK_ROWS, &self.codings);
+        let full = std::mem::replace(&mut self.builder, next);
         self.sink.write(full.finish()?)
     }
 }
