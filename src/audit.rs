@@ -19,7 +19,7 @@
 //! and is at least `protection` wide; a line's sum of suppressed cells
 //! fails when it is fixed and between 1 and `min_count - 1`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -278,34 +278,33 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
             values.insert(k, v);
         }
     }
-    // Every line of every table: a margin and the cells it adds up.
+    // Every line of every table: a margin and the cells it adds up (the
+    // rows that share every label but one).
     let mut lines = Vec::new();
     for t in tables {
-        let present: HashSet<&[String]> = t.rows.iter().map(|(l, _)| l.as_slice()).collect();
         for d in 0..t.dimensions.len() {
+            let others = |l: &[String]| -> Vec<String> {
+                l.iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != d)
+                    .map(|(_, x)| x.clone())
+                    .collect()
+            };
+            let mut parts_of: HashMap<Vec<String>, Vec<Key>> = HashMap::new();
+            for (l, _) in t.rows.iter().filter(|(l, _)| l[d] != TOTAL) {
+                parts_of.entry(others(l)).or_default().push(key(t, l));
+            }
             for (labels, _) in t.rows.iter().filter(|(l, _)| l[d] == TOTAL) {
-                let parts: Vec<Key> = t
-                    .rows
-                    .iter()
-                    .filter(|(l, _)| {
-                        l[d] != TOTAL
-                            && l.iter()
-                                .zip(labels)
-                                .enumerate()
-                                .all(|(i, (a, b))| i == d || a == b)
-                    })
-                    .map(|(l, _)| key(t, l))
-                    .collect();
-                if parts.is_empty() || !present.contains(labels.as_slice()) {
+                let Some(parts) = parts_of.get(&others(labels)) else {
                     continue;
-                }
+                };
                 let mut shown = labels.clone();
                 shown[d] = "*".to_string();
                 lines.push(Line {
                     table: t.name.clone(),
                     labels: shown,
                     margin: key(t, labels),
-                    parts,
+                    parts: parts.clone(),
                 });
             }
         }
@@ -451,13 +450,17 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
     out.sums = line_sums.into_iter().map(|(_, f)| f).collect();
     // Differences with earlier releases: a cell published in both, whose
     // values differ by a small count, gives that count away.
+    let mut by_key: HashMap<&Key, Vec<&EarlierCell>> = HashMap::new();
+    for e in earlier {
+        by_key.entry(&e.key).or_default().push(e);
+    }
     for t in tables {
         for (labels, count) in &t.rows {
             let Some(c) = count else {
                 continue;
             };
             let k = key(t, labels);
-            for e in earlier.iter().filter(|e| e.key == k) {
+            for e in by_key.get(&k).into_iter().flatten() {
                 let d = e.value.abs_diff(*c);
                 if d > 0 && d < p.min_count {
                     out.differences.push(format!(

@@ -59,6 +59,17 @@ pub fn cell_key(
     (population.to_string(), cond)
 }
 
+/// A row's labels with the `d`-th left out: the same for every row of
+/// one line of dimension `d`.
+pub fn masked(labels: &[String], d: usize) -> Vec<&str> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != d)
+        .map(|(_, l)| l.as_str())
+        .collect()
+}
+
 /// A cell published in an earlier release, for the difference rule.
 #[derive(Debug, Clone)]
 pub struct Earlier {
@@ -218,34 +229,25 @@ impl Grid {
         let mut lines: Vec<Line> = Vec::new();
         let mut seen: BTreeSet<(usize, Vec<usize>)> = BTreeSet::new();
         for (t, ids) in tables.iter().zip(&rows) {
-            let position: HashMap<&[String], usize> = t
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.labels.as_slice(), i))
-                .collect();
             for d in 0..t.spec.dimensions.len() {
+                // The rows of one line share every label but the d-th.
+                let mut parts_of: HashMap<Vec<&str>, Vec<usize>> = HashMap::new();
+                for (j, p) in t.rows.iter().enumerate() {
+                    if p.labels[d] != TOTAL {
+                        parts_of
+                            .entry(masked(&p.labels, d))
+                            .or_default()
+                            .push(ids[j]);
+                    }
+                }
                 for (i, r) in t.rows.iter().enumerate() {
                     if r.labels[d] != TOTAL {
                         continue;
                     }
-                    let mut parts: Vec<usize> = t
-                        .rows
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, p)| {
-                            p.labels[d] != TOTAL
-                                && p.labels
-                                    .iter()
-                                    .zip(&r.labels)
-                                    .enumerate()
-                                    .all(|(k, (a, b))| k == d || a == b)
-                        })
-                        .map(|(j, _)| ids[j])
-                        .collect();
-                    if parts.is_empty() || !position.contains_key(r.labels.as_slice()) {
+                    let Some(parts) = parts_of.get(&masked(&r.labels, d)) else {
                         continue;
-                    }
+                    };
+                    let mut parts = parts.clone();
                     parts.sort_unstable();
                     // Two tables can state one relation (a shared margin
                     // split the same way); keep it once.
@@ -288,13 +290,19 @@ impl Grid {
         let mut added = 0;
         // A published cell too close to an earlier release's value goes
         // first: nothing else can protect it.
+        let mut earlier: HashMap<&Key, Vec<u64>> = HashMap::new();
+        for e in &p.earlier {
+            earlier.entry(&e.key).or_default().push(e.value);
+        }
         let mut close: Vec<usize> = (0..self.cells.len())
             .filter(|&c| {
                 let cell = &self.cells[c];
                 !cell.suppressed
-                    && p.earlier.iter().any(|e| {
-                        let d = e.value.abs_diff(cell.count);
-                        e.key == cell.key && d > 0 && d < p.min_count
+                    && earlier.get(&cell.key).is_some_and(|vs| {
+                        vs.iter().any(|v| {
+                            let d = v.abs_diff(cell.count);
+                            d > 0 && d < p.min_count
+                        })
                     })
             })
             .collect();
