@@ -31,6 +31,9 @@ use crate::pseudonymise::Period;
 use crate::store::release::nested_releases;
 use crate::store::{State, Store};
 
+/// Rounds of solutions that push unsettled cells up and down together.
+const SPREAD_ROUNDS: usize = 8;
+
 /// The label of a margin.
 const TOTAL: &str = "Total";
 
@@ -491,6 +494,8 @@ struct Group<'a> {
     lo: Vec<i64>,
     hi: Vec<i64>,
     infeasible: bool,
+    /// The smallest-total solution, to re-optimise from.
+    probe: Option<crate::interval::Probe>,
 }
 
 impl<'a> Group<'a> {
@@ -504,10 +509,21 @@ impl<'a> Group<'a> {
             lo: vec![i64::MAX; vars.len()],
             hi: vec![i64::MIN; vars.len()],
             infeasible: false,
+            probe: None,
         };
         // A first solution: the smallest total.
-        match sys.extreme(vars, false) {
-            Some(e) => g.absorb(&e.witness),
+        match sys.probe(vars) {
+            Some(pr) => {
+                match pr.start() {
+                    Some(w) => g.absorb(&w),
+                    None => {
+                        if let Some(e) = sys.extreme(vars, false) {
+                            g.absorb(&e.witness);
+                        }
+                    }
+                }
+                g.probe = Some(pr);
+            }
             None => g.infeasible = true,
         }
         g
@@ -523,7 +539,7 @@ impl<'a> Group<'a> {
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
         let cap = self.hi.iter().copied().max().unwrap_or(0).max(0) * 2 + min + width;
         let capped = self.sys.capped(cap);
-        for _ in 0..8 {
+        for _ in 0..SPREAD_ROUNDS {
             let open: Vec<usize> = vars
                 .iter()
                 .copied()
@@ -593,6 +609,18 @@ impl<'a> Group<'a> {
         let (min, width) = (p.min_count as i64, p.protection as i64);
         if !p.exact && self.hi[i] >= min && self.hi[i] - self.lo[i] >= width {
             return finding(self.lo[i], Some(self.hi[i]), false, None);
+        }
+        if !p.exact {
+            // Can it reach what it needs above its lowest known value?
+            let target = min.max(self.lo[i] + width);
+            let found = self
+                .probe
+                .as_ref()
+                .and_then(|pr| pr.reach(v, target, true).0);
+            if let Some(w) = found {
+                self.absorb(&w);
+                return finding(self.lo[i], Some(self.hi[i]), false, None);
+            }
         }
         let high = match self.sys.extreme(&[v], true) {
             None => {

@@ -165,6 +165,44 @@ impl System {
         })
     }
 
+    /// A solved starting point over the variables connected to `vars`
+    /// (the smallest total), from which questions of the form "can this
+    /// variable reach that value?" are answered by adding one constraint and
+    /// re-optimising from its basis (the dual simplex), far cheaper than
+    /// solving a new program. `None` when there is no solution.
+    pub fn probe(&self, vars: &[usize]) -> Option<Probe> {
+        let (vars, rels) = self.component(vars);
+        let mut problem = Problem::new(OptimizationDirection::Minimize);
+        let mut local = vec![usize::MAX; self.bounds.len()];
+        let xs: Vec<Variable> = vars
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                local[v] = i;
+                problem.add_var(1.0, self.bounds[v])
+            })
+            .collect();
+        for &r in &rels {
+            let rel = &self.relations[r];
+            let expr: Vec<(Variable, f64)> =
+                rel.terms.iter().map(|&(v, c)| (xs[local[v]], c)).collect();
+            let op = match rel.op {
+                Op::Eq => ComparisonOp::Eq,
+                Op::Le => ComparisonOp::Le,
+                Op::Ge => ComparisonOp::Ge,
+            };
+            problem.add_constraint(expr.as_slice(), op, rel.rhs);
+        }
+        SOLVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = problem.solve().ok()?;
+        Some(Probe {
+            base,
+            position: vars.iter().enumerate().map(|(i, &v)| (v, i)).collect(),
+            xs,
+            vars,
+        })
+    }
+
     /// The variables connected to `start` through relations, in order.
     fn component(&self, start: &[usize]) -> (Vec<usize>, Vec<usize>) {
         let mut seen = vec![false; self.bounds.len()];
@@ -245,6 +283,57 @@ impl System {
         };
         branch_and_bound(root, &xs, dir == OptimizationDirection::Maximize)
     }
+}
+
+/// A solved starting point (see [`System::probe`]).
+pub struct Probe {
+    base: Solution,
+    position: std::collections::HashMap<usize, usize>,
+    xs: Vec<Variable>,
+    vars: Vec<usize>,
+}
+
+impl Probe {
+    /// The starting point itself, if it is whole.
+    pub fn start(&self) -> Option<Vec<(usize, i64)>> {
+        whole(&self.base, &self.xs, &self.vars)
+    }
+
+    /// A whole-number solution with `var` at least `at_least` (or at most
+    /// `at_most`, when `up` is false), if the re-optimised vertex is whole;
+    /// `None` when there is none, or when the vertex is fractional (then
+    /// ask [`System::extreme`]). The second value says whether the
+    /// constraint was proven infeasible.
+    pub fn reach(&self, var: usize, bound: i64, up: bool) -> (Option<Vec<(usize, i64)>>, bool) {
+        let Some(&i) = self.position.get(&var) else {
+            return (None, false);
+        };
+        let op = if up {
+            ComparisonOp::Ge
+        } else {
+            ComparisonOp::Le
+        };
+        match self
+            .base
+            .clone()
+            .add_constraint([(self.xs[i], 1.0)], op, bound as f64)
+        {
+            Ok(s) => (whole(&s, &self.xs, &self.vars), false),
+            Err(microlp::Error::Infeasible) => (None, true),
+            Err(_) => (None, false),
+        }
+    }
+}
+
+/// A solution's values as whole numbers, or `None` if one is fractional.
+fn whole(s: &Solution, xs: &[Variable], vars: &[usize]) -> Option<Vec<(usize, i64)>> {
+    xs.iter()
+        .zip(vars)
+        .map(|(&x, &v)| {
+            let val = s.var_value(x);
+            ((val - val.round()).abs() <= EPS).then_some((v, val.round() as i64))
+        })
+        .collect()
 }
 
 /// An optimum and a whole-number solution reaching it.

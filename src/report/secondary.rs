@@ -40,6 +40,9 @@ use super::tables::{Flag, TOTAL, Table};
 use crate::error::{Error, Result};
 use crate::interval::{Op, System};
 
+/// Rounds of solutions that push unsettled cells up and down together.
+const SPREAD_ROUNDS: usize = 8;
+
 /// A cell's identity across tables: population and conditions.
 pub type Key = (String, BTreeMap<String, String>);
 
@@ -585,7 +588,7 @@ impl Grid {
         let settled = |k: &Known, i: usize| k.hi[i] >= min && k.hi[i] - k.lo[i] >= width;
         let cap = truth.iter().copied().max().unwrap_or(0) * 2 + min + width;
         let capped = sys.capped(cap);
-        for _ in 0..8 {
+        for _ in 0..SPREAD_ROUNDS {
             let open: Vec<usize> = todo
                 .iter()
                 .copied()
@@ -603,30 +606,74 @@ impl Grid {
                 break;
             }
         }
+        // What the spreading left: can each cell reach what it needs? (Its
+        // lowest value is at most the truth, so reaching min_count and the
+        // protection above the lowest known suffices.) Each question is one
+        // constraint added to a solved program; a cell the answers settle
+        // either way needs no program of its own.
+        let mut probe: Option<Option<crate::interval::Probe>> = None;
+        let mut verdict: HashMap<usize, bool> = HashMap::new();
+        for &i in &todo {
+            if settled(&known, i) {
+                continue;
+            }
+            let Some(pr) = probe.get_or_insert_with(|| sys.probe(&[i])) else {
+                break;
+            };
+            for _ in 0..4 {
+                let target = min.max(known.lo[i] + width);
+                match pr.reach(i, target, true) {
+                    (Some(w), _) => {
+                        known.absorb(&w);
+                        verdict.insert(i, true);
+                        break;
+                    }
+                    (None, false) => break,
+                    (None, true) if target == min => {
+                        // It cannot reach min_count.
+                        verdict.insert(i, false);
+                        break;
+                    }
+                    (None, true) => match pr.reach(i, known.lo[i] - 1, false) {
+                        (Some(w), _) => known.absorb(&w),
+                        (None, true) => {
+                            // Its lowest is known, and it cannot reach the
+                            // protection above it.
+                            verdict.insert(i, false);
+                            break;
+                        }
+                        (None, false) => break,
+                    },
+                }
+            }
+        }
         for &i in &todo {
             let c = comp[i];
             let ok = settled(&known, i)
-                || match sys.extreme(&[i], true) {
-                    None => false,
-                    Some(e) if e.value.is_none() => true,
-                    Some(e) => {
-                        known.absorb(&e.witness);
-                        let h = e.value.expect("bounded");
-                        if !e.exact || h < min {
-                            false
-                        } else if h - known.lo[i] >= width {
-                            true
-                        } else {
-                            match sys.extreme(&[i], false) {
-                                None => false,
-                                Some(m) => {
-                                    known.absorb(&m.witness);
-                                    m.exact && h - m.value.unwrap_or(0) >= width
+                || verdict
+                    .get(&i)
+                    .copied()
+                    .unwrap_or_else(|| match sys.extreme(&[i], true) {
+                        None => false,
+                        Some(e) if e.value.is_none() => true,
+                        Some(e) => {
+                            known.absorb(&e.witness);
+                            let h = e.value.expect("bounded");
+                            if !e.exact || h < min {
+                                false
+                            } else if h - known.lo[i] >= width {
+                                true
+                            } else {
+                                match sys.extreme(&[i], false) {
+                                    None => false,
+                                    Some(m) => {
+                                        known.absorb(&m.witness);
+                                        m.exact && h - m.value.unwrap_or(0) >= width
+                                    }
                                 }
                             }
                         }
-                    }
-                };
+                    });
             if ok {
                 out.passed.push(c);
             } else {
