@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetally::audit::{self, Published};
-use safetally::report::disclosure::{Thresholds, primary};
+use safetally::audit;
+use safetally::report::disclosure::{Thresholds, primary, reader_view};
 use safetally::report::secondary::{Params, secondary};
 use safetally::report::tables::{Flag, QuerySpec, TOTAL, Table, complete};
 
@@ -83,25 +83,6 @@ fn region_table(
     complete(spec, &values, &base)
 }
 
-fn published(tables: &[Table]) -> Vec<Published> {
-    tables
-        .iter()
-        .map(|t| Published {
-            name: t.spec.name.clone(),
-            population: t.spec.population.clone(),
-            where_: t.spec.where_.clone(),
-            dimensions: t.spec.dimensions.clone(),
-            rows: t
-                .rows
-                .iter()
-                .map(|r| (r.labels.clone(), (r.flag == Flag::None).then_some(r.count)))
-                .collect(),
-            percent_of: None,
-            percents: Vec::new(),
-        })
-        .collect()
-}
-
 fn main() {
     let five = std::env::var("SHAPE").is_ok_and(|s| s == "5d");
     let (dims, default_regions) = if five { (DIMS_5D, 13) } else { (DIMS_3D, 118) };
@@ -148,7 +129,7 @@ fn main() {
         let added = secondary(&mut t, &p).expect("protectable");
         sup_times.push(start.elapsed().as_secs_f64());
         let sup_solves = safetally::interval::solves() - before;
-        let view = published(&t);
+        let view = reader_view(&t);
         let start = Instant::now();
         let a = audit::audit(
             &view,

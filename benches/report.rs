@@ -637,6 +637,19 @@ fn run_report(store: &Path, out: &Path) -> Measured {
     m
 }
 
+impl Truth {
+    /// The figures both the report and the peer must give.
+    fn figures(&self) -> Value {
+        json!({
+            "records": self.screening_records,
+            "persons": self.screening_persons,
+            "identified": self.identified,
+            "sa_records": self.sa_records,
+            "sa_persons": self.sa_persons,
+        })
+    }
+}
+
 /// The report found the persons the generator made.
 fn check_report(dir: &Path, truth: &Truth) {
     let s: Value =
@@ -648,14 +661,11 @@ fn check_report(dir: &Path, truth: &Truth) {
         "sa_records": s["self_assessment"]["records"],
         "sa_persons": s["self_assessment"]["respondents"],
     });
-    let want = json!({
-        "records": truth.screening_records,
-        "persons": truth.screening_persons,
-        "identified": truth.identified,
-        "sa_records": truth.sa_records,
-        "sa_persons": truth.sa_persons,
-    });
-    assert_eq!(got, want, "the report's figures are the generator's");
+    assert_eq!(
+        got,
+        truth.figures(),
+        "the report's figures are the generator's"
+    );
 }
 
 /// Runs the peer; its measurement and output, or why it could not run.
@@ -687,12 +697,9 @@ fn check_peer(v: &Value, truth: &Truth) {
         "sa_records": v["self_assessment"]["records"],
         "sa_persons": v["self_assessment"]["persons"],
     });
-    let want = json!({
-        "records": truth.screening_records,
-        "persons": truth.screening_persons,
-        "identified": truth.identified,
-        "sa_records": truth.sa_records,
-        "sa_persons": truth.sa_persons,
-    });
-    assert_eq!(got, want, "the peer's figures are the generator's");
+    assert_eq!(
+        got,
+        truth.figures(),
+        "the peer's figures are the generator's"
+    );
 }

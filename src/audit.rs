@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::interval::{Op, System};
+use crate::interval::{Op, System, Witnesses};
 use crate::pseudonymise::Period;
 use crate::store::release::nested_releases;
 use crate::store::{State, Store};
@@ -200,15 +200,26 @@ pub fn report_window(dir: &Path) -> Result<(Period, Period)> {
 /// conditions.
 pub type Key = (String, BTreeMap<String, String>);
 
-/// The identity of a table's cell.
-pub fn key(t: &Published, labels: &[String]) -> Key {
-    let mut cond: BTreeMap<String, String> = t.where_.iter().cloned().collect();
-    for (d, l) in t.dimensions.iter().zip(labels) {
+/// The identity of a table's cell: its population, and as conditions the
+/// table's `where` and its labels other than `Total`.
+pub fn cell_key(
+    population: &str,
+    where_: &[(String, String)],
+    dims: &[String],
+    labels: &[String],
+) -> Key {
+    let mut cond: BTreeMap<String, String> = where_.iter().cloned().collect();
+    for (d, l) in dims.iter().zip(labels) {
         if l != TOTAL {
             cond.insert(d.clone(), l.clone());
         }
     }
-    (t.population.clone(), cond)
+    (population.to_string(), cond)
+}
+
+/// The identity of a published table's cell.
+pub fn key(t: &Published, labels: &[String]) -> Key {
+    cell_key(&t.population, &t.where_, &t.dimensions, labels)
 }
 
 /// One published table line: a margin and the cells it adds up.
@@ -488,26 +499,21 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
 struct Group<'a> {
     sys: &'a System,
     p: &'a Params,
-    /// Position of each variable of the group.
-    index: HashMap<usize, usize>,
-    seen: Vec<Vec<i64>>,
-    lo: Vec<i64>,
-    hi: Vec<i64>,
+    known: Witnesses,
     infeasible: bool,
     /// The smallest-total solution, to re-optimise from.
     probe: Option<crate::interval::Probe>,
 }
 
+/// Why a group has no verdict but failure.
+const CONTRADICTION: &str = "the published figures contradict each other";
+
 impl<'a> Group<'a> {
     fn new(sys: &'a System, vars: &[usize], p: &'a Params) -> Self {
-        let index: HashMap<usize, usize> = vars.iter().enumerate().map(|(i, &v)| (v, i)).collect();
         let mut g = Group {
             sys,
             p,
-            index,
-            seen: Vec::new(),
-            lo: vec![i64::MAX; vars.len()],
-            hi: vec![i64::MIN; vars.len()],
+            known: Witnesses::new(vars),
             infeasible: false,
             probe: None,
         };
@@ -515,10 +521,10 @@ impl<'a> Group<'a> {
         match sys.probe(vars) {
             Some(pr) => {
                 match pr.start() {
-                    Some(w) => g.absorb(&w),
+                    Some(w) => g.known.absorb(&w),
                     None => {
                         if let Some(e) = sys.extreme(vars, false) {
-                            g.absorb(&e.witness);
+                            g.known.absorb(&e.witness);
                         }
                     }
                 }
@@ -529,60 +535,16 @@ impl<'a> Group<'a> {
         g
     }
 
-    /// Finds solutions that push the variables not yet shown wide enough
-    /// up together, then down together (all at most a cap, so that no sum
-    /// is unbounded), while that settles more of them.
+    /// Solutions that settle the suppressed variables `vars` in bulk.
     fn spread(&mut self, vars: &[usize]) {
         if self.infeasible {
             return;
         }
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
-        let cap = self.hi.iter().copied().max().unwrap_or(0).max(0) * 2 + min + width;
-        let capped = self.sys.capped(cap);
-        for _ in 0..SPREAD_ROUNDS {
-            let open: Vec<usize> = vars
-                .iter()
-                .copied()
-                .filter(|v| {
-                    let i = self.index[v];
-                    !(self.hi[i] >= min && self.hi[i] - self.lo[i] >= width)
-                })
-                .collect();
-            if open.is_empty() {
-                return;
-            }
-            for up in [true, false] {
-                if let Some(e) = capped.extreme(&open, up) {
-                    self.absorb(&e.witness);
-                }
-            }
-            let still = open
-                .iter()
-                .filter(|v| {
-                    let i = self.index[*v];
-                    !(self.hi[i] >= min && self.hi[i] - self.lo[i] >= width)
-                })
-                .count();
-            if still == open.len() {
-                return;
-            }
-        }
-    }
-
-    fn absorb(&mut self, w: &[(usize, i64)]) {
-        if w.len() != self.lo.len() {
-            return;
-        }
-        let mut v = vec![0; w.len()];
-        for &(var, x) in w {
-            let i = self.index[&var];
-            v[i] = x;
-            self.lo[i] = self.lo[i].min(x);
-            self.hi[i] = self.hi[i].max(x);
-        }
-        if self.seen.len() < 64 {
-            self.seen.push(v);
-        }
+        let top = vars.iter().map(|&v| self.known.high(v)).max().unwrap_or(0);
+        let cap = top.max(0) * 2 + min + width;
+        self.known
+            .spread(self.sys, vars, min, width, cap, SPREAD_ROUNDS);
     }
 
     /// The range of one suppressed cell and its verdict.
@@ -597,69 +559,46 @@ impl<'a> Group<'a> {
             exact,
             failure,
         };
+        let contradiction = || finding(0, None, true, Some(CONTRADICTION.into()));
         if self.infeasible {
-            return finding(
-                0,
-                None,
-                true,
-                Some("the published figures contradict each other".into()),
-            );
+            return contradiction();
         }
-        let i = self.index[&v];
         let (min, width) = (p.min_count as i64, p.protection as i64);
-        if !p.exact && self.hi[i] >= min && self.hi[i] - self.lo[i] >= width {
-            return finding(self.lo[i], Some(self.hi[i]), false, None);
+        let known = &mut self.known;
+        if !p.exact && known.settles(v, min, width) {
+            return finding(known.low(v), Some(known.high(v)), false, None);
         }
         if !p.exact {
             // Can it reach what it needs above its lowest known value?
-            let target = min.max(self.lo[i] + width);
+            let target = min.max(known.low(v) + width);
             let found = self
                 .probe
                 .as_ref()
                 .and_then(|pr| pr.reach(v, target, true).0);
             if let Some(w) = found {
-                self.absorb(&w);
-                return finding(self.lo[i], Some(self.hi[i]), false, None);
+                known.absorb(&w);
+                return finding(known.low(v), Some(known.high(v)), false, None);
             }
         }
-        let high = match self.sys.extreme(&[v], true) {
-            None => {
-                return finding(
-                    0,
-                    None,
-                    true,
-                    Some("the published figures contradict each other".into()),
-                );
-            }
-            Some(e) => {
-                self.absorb(&e.witness);
-                e
-            }
+        let Some(high) = self.sys.extreme(&[v], true) else {
+            return contradiction();
         };
+        known.absorb(&high.witness);
         let need_low = p.exact
             || high
                 .value
-                .is_some_and(|h| h >= min && h - self.lo[i] < width);
+                .is_some_and(|h| h >= min && h - known.low(v) < width);
         let low = if need_low {
-            match self.sys.extreme(&[v], false) {
-                None => {
-                    return finding(
-                        0,
-                        None,
-                        true,
-                        Some("the published figures contradict each other".into()),
-                    );
-                }
-                Some(e) => {
-                    self.absorb(&e.witness);
-                    Some(e)
-                }
-            }
+            let Some(e) = self.sys.extreme(&[v], false) else {
+                return contradiction();
+            };
+            known.absorb(&e.witness);
+            Some(e)
         } else {
             None
         };
         let exact = high.exact && low.as_ref().is_some_and(|l| l.exact);
-        let lo = low.as_ref().and_then(|l| l.value).unwrap_or(self.lo[i]);
+        let lo = low.as_ref().and_then(|l| l.value).unwrap_or(known.low(v));
         let failure = match high.value {
             None => None,
             Some(h) if h < min => Some(format!("a reader knows it is at most {h}, below {min}")),
@@ -688,25 +627,19 @@ impl<'a> Group<'a> {
             exact: true,
             failure: None,
         };
-        let idx: Vec<usize> = vs.iter().map(|v| self.index[v]).collect();
-        let sums: Vec<i64> = self
-            .seen
-            .iter()
-            .map(|s| idx.iter().map(|&i| s[i]).sum())
-            .collect();
-        let (lo, hi) = (
-            sums.iter().copied().min().unwrap_or(0),
-            sums.iter().copied().max().unwrap_or(0),
-        );
+        let (lo, hi) = self
+            .known
+            .sums(vs)
+            .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x), b.max(x)));
         if let Some(k) = known {
             (f.low, f.high) = (k.max(0) as u64, Some(k.max(0) as u64));
-        } else if !p.exact && lo != hi {
+        } else if !p.exact && lo < hi {
             (f.low, f.high, f.exact) = (lo.max(0) as u64, Some(hi.max(0) as u64), false);
             return f;
         } else {
             let (Some(a), Some(b)) = (self.sys.extreme(vs, false), self.sys.extreme(vs, true))
             else {
-                f.failure = Some("the published figures contradict each other".into());
+                f.failure = Some(CONTRADICTION.into());
                 return f;
             };
             f.low = a.value.unwrap_or(0).max(0) as u64;

@@ -15,6 +15,8 @@
 //! solutions found (a reader can believe at least that much), and it is
 //! marked as not exact.
 
+use std::collections::HashMap;
+
 use microlp::{ComparisonOp, OptimizationDirection, Problem, Solution, Variable};
 
 /// How a relation compares its left side with its right.
@@ -172,27 +174,7 @@ impl System {
     /// solving a new program. `None` when there is no solution.
     pub fn probe(&self, vars: &[usize]) -> Option<Probe> {
         let (vars, rels) = self.component(vars);
-        let mut problem = Problem::new(OptimizationDirection::Minimize);
-        let mut local = vec![usize::MAX; self.bounds.len()];
-        let xs: Vec<Variable> = vars
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                local[v] = i;
-                problem.add_var(1.0, self.bounds[v])
-            })
-            .collect();
-        for &r in &rels {
-            let rel = &self.relations[r];
-            let expr: Vec<(Variable, f64)> =
-                rel.terms.iter().map(|&(v, c)| (xs[local[v]], c)).collect();
-            let op = match rel.op {
-                Op::Eq => ComparisonOp::Eq,
-                Op::Le => ComparisonOp::Le,
-                Op::Ge => ComparisonOp::Ge,
-            };
-            problem.add_constraint(expr.as_slice(), op, rel.rhs);
-        }
+        let (problem, xs) = self.problem(&vars, &rels, &vars, OptimizationDirection::Minimize);
         SOLVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let base = problem.solve().ok()?;
         Some(Probe {
@@ -240,23 +222,28 @@ impl System {
         })
     }
 
-    fn optimise(
+    /// The program over `vars` (a group, in order) and its relations
+    /// `rels`: minimise or maximise the sum of `objective`.
+    fn problem(
         &self,
         vars: &[usize],
         rels: &[usize],
         objective: &[usize],
         dir: OptimizationDirection,
-    ) -> Option<Optimum> {
+    ) -> (Problem, Vec<Variable>) {
         let mut problem = Problem::new(dir);
         let mut local = vec![usize::MAX; self.bounds.len()];
+        for (i, &v) in vars.iter().enumerate() {
+            local[v] = i;
+        }
+        let mut cost = vec![0.0; vars.len()];
+        for &o in objective {
+            cost[local[o]] += 1.0;
+        }
         let xs: Vec<Variable> = vars
             .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                local[v] = i;
-                let c = objective.iter().filter(|&&o| o == v).count() as f64;
-                problem.add_var(c, self.bounds[v])
-            })
+            .zip(&cost)
+            .map(|(&v, &c)| problem.add_var(c, self.bounds[v]))
             .collect();
         for &r in rels {
             let rel = &self.relations[r];
@@ -269,6 +256,17 @@ impl System {
             };
             problem.add_constraint(expr.as_slice(), op, rel.rhs);
         }
+        (problem, xs)
+    }
+
+    fn optimise(
+        &self,
+        vars: &[usize],
+        rels: &[usize],
+        objective: &[usize],
+        dir: OptimizationDirection,
+    ) -> Option<Optimum> {
+        let (problem, xs) = self.problem(vars, rels, objective, dir);
         SOLVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let root = match problem.solve() {
             Ok(s) => s,
@@ -285,10 +283,110 @@ impl System {
     }
 }
 
+/// Whole-number solutions found so far over a group of variables, and each
+/// variable's lowest and highest value in them: values a reader cannot rule
+/// out, found without a program of their own.
+pub struct Witnesses {
+    /// Position of each variable of the group.
+    index: HashMap<usize, usize>,
+    /// Up to 64 solutions, each over the group in order.
+    seen: Vec<Vec<i64>>,
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+}
+
+impl Witnesses {
+    /// None yet, over these variables.
+    pub fn new(vars: &[usize]) -> Self {
+        Witnesses {
+            index: vars.iter().enumerate().map(|(i, &v)| (v, i)).collect(),
+            seen: Vec::new(),
+            lo: vec![i64::MAX; vars.len()],
+            hi: vec![i64::MIN; vars.len()],
+        }
+    }
+
+    /// Takes in a solution over the whole group (a partial one is ignored).
+    pub fn absorb(&mut self, w: &[(usize, i64)]) {
+        if w.len() != self.lo.len() {
+            return;
+        }
+        let mut v = vec![0; w.len()];
+        for &(var, x) in w {
+            let i = self.index[&var];
+            v[i] = x;
+            self.lo[i] = self.lo[i].min(x);
+            self.hi[i] = self.hi[i].max(x);
+        }
+        if self.seen.len() < 64 {
+            self.seen.push(v);
+        }
+    }
+
+    /// The lowest value of `v` seen.
+    pub fn low(&self, v: usize) -> i64 {
+        self.lo[self.index[&v]]
+    }
+
+    /// The highest value of `v` seen.
+    pub fn high(&self, v: usize) -> i64 {
+        self.hi[self.index[&v]]
+    }
+
+    /// Whether `v` is seen to reach `min` and to span at least `width`.
+    pub fn settles(&self, v: usize, min: i64, width: i64) -> bool {
+        let i = self.index[&v];
+        self.hi[i] >= min && self.hi[i] - self.lo[i] >= width
+    }
+
+    /// The sum of `vs` in each solution seen.
+    pub fn sums<'a>(&'a self, vs: &'a [usize]) -> impl Iterator<Item = i64> + 'a {
+        self.seen
+            .iter()
+            .map(move |s| vs.iter().map(|v| s[self.index[v]]).sum())
+    }
+
+    /// Adds solutions that push the variables of `vars` not yet settled
+    /// (see [`settles`](Self::settles)) up together, then down together,
+    /// every variable at most `cap` (so that no sum is unbounded), for up to
+    /// `rounds` rounds while that settles more of them.
+    pub fn spread(
+        &mut self,
+        sys: &System,
+        vars: &[usize],
+        min: i64,
+        width: i64,
+        cap: i64,
+        rounds: usize,
+    ) {
+        let capped = sys.capped(cap);
+        let open = |w: &Self| -> Vec<usize> {
+            vars.iter()
+                .copied()
+                .filter(|&v| !w.settles(v, min, width))
+                .collect()
+        };
+        for _ in 0..rounds {
+            let before = open(self);
+            if before.is_empty() {
+                return;
+            }
+            for up in [true, false] {
+                if let Some(e) = capped.extreme(&before, up) {
+                    self.absorb(&e.witness);
+                }
+            }
+            if open(self).len() == before.len() {
+                return;
+            }
+        }
+    }
+}
+
 /// A solved starting point (see [`System::probe`]).
 pub struct Probe {
     base: Solution,
-    position: std::collections::HashMap<usize, usize>,
+    position: HashMap<usize, usize>,
     xs: Vec<Variable>,
     vars: Vec<usize>,
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetally::audit::{self, Published};
-use safetally::report::disclosure::{Thresholds, primary};
+use safetally::audit;
+use safetally::report::disclosure::{Thresholds, primary, reader_view};
 use safetally::report::output::table_csv;
 use safetally::report::secondary::{Params, secondary};
 use safetally::report::tables::{Flag, QuerySpec, TOTAL, Table, complete};
@@ -60,26 +60,6 @@ fn protect(tables: &mut [Table], p: &Params) -> usize {
     secondary(tables, p).expect("protectable")
 }
 
-/// What a reader sees.
-fn published(tables: &[Table]) -> Vec<Published> {
-    tables
-        .iter()
-        .map(|t| Published {
-            name: t.spec.name.clone(),
-            population: t.spec.population.clone(),
-            where_: t.spec.where_.clone(),
-            dimensions: t.spec.dimensions.clone(),
-            rows: t
-                .rows
-                .iter()
-                .map(|r| (r.labels.clone(), (r.flag == Flag::None).then_some(r.count)))
-                .collect(),
-            percent_of: None,
-            percents: Vec::new(),
-        })
-        .collect()
-}
-
 fn audit_params(p: &Params) -> audit::Params {
     audit::Params {
         min_count: p.min_count,
@@ -112,7 +92,7 @@ fn two_ones_behind_a_published_ten_and_three() {
         &[(&["a"], 10), (&["b"], 3), (&["x"], 1), (&["y"], 1)],
     )];
     let p = params(3, 3, true);
-    let pattern = published(&t);
+    let pattern = reader_view(&t);
     let mut leaky = pattern.clone();
     leaky[0].rows[2].1 = None;
     leaky[0].rows[3].1 = None;
@@ -123,7 +103,7 @@ fn two_ones_behind_a_published_ten_and_three() {
         ["a", "b", "x", "y"].map(String::from).into()
     );
     assert_eq!(t[0].get(&[TOTAL]).unwrap().flag, Flag::None);
-    let a = audit::audit(&published(&t), &audit_params(&p), &[]);
+    let a = audit::audit(&reader_view(&t), &audit_params(&p), &[]);
     assert!(a.passed(), "{a:?}");
     assert_eq!((a.cells[2].low, a.cells[2].high), (1, Some(12)));
 }
@@ -140,7 +120,7 @@ fn a_derivable_small_sum_of_two_wide_cells_is_protected() {
         &[(&["A"], 15), (&["B"], 5), (&["C"], 3)],
     )];
     let p = params(11, 1, true);
-    let mut leaky = published(&t);
+    let mut leaky = reader_view(&t);
     leaky[0].rows[1].1 = None;
     leaky[0].rows[2].1 = None;
     let a = audit::audit(&leaky, &audit_params(&p), &[]);
@@ -148,7 +128,7 @@ fn a_derivable_small_sum_of_two_wide_cells_is_protected() {
     assert!(a.sums[0].failure.is_some(), "the sum 8 fails");
     protect(&mut t, &p);
     assert_eq!(suppressed(&t[0]), ["A", "B", "C"].map(String::from).into());
-    assert!(audit::audit(&published(&t), &audit_params(&p), &[]).passed());
+    assert!(audit::audit(&reader_view(&t), &audit_params(&p), &[]).passed());
 }
 
 #[test]
@@ -166,7 +146,7 @@ fn three_singletons_in_one_row() {
         suppressed(&t[0]),
         ["a", "b", "c", "d"].map(String::from).into()
     );
-    let a = audit::audit(&published(&t), &audit_params(&p), &[]);
+    let a = audit::audit(&reader_view(&t), &audit_params(&p), &[]);
     assert!(a.passed(), "{a:?}");
     // a + b + c + d = 43, each at least 1.
     assert!(
@@ -205,14 +185,14 @@ fn two_tables_sharing_a_margin_are_protected_together() {
         protect(std::slice::from_mut(t), &p);
     }
     assert!(suppressed(&separately[1]).is_empty());
-    let a = audit::audit(&published(&separately[..1]), &audit_params(&p), &[]);
+    let a = audit::audit(&reader_view(&separately[..1]), &audit_params(&p), &[]);
     assert!(a.passed(), "the sex table alone is safe");
-    let a = audit::audit(&published(&separately), &audit_params(&p), &[]);
+    let a = audit::audit(&reader_view(&separately), &audit_params(&p), &[]);
     assert!(!a.passed(), "but not next to the funnel: {a:?}");
     // Together: the funnel hides the 6, and its smallest other outcome.
     let mut both = vec![by_sex, funnel];
     protect(&mut both, &p);
-    let a = audit::audit(&published(&both), &audit_params(&p), &[]);
+    let a = audit::audit(&reader_view(&both), &audit_params(&p), &[]);
     assert!(a.passed(), "{a:?}");
     assert_eq!(
         suppressed(&both[1]),
@@ -229,7 +209,7 @@ fn a_cell_published_in_one_table_and_hidden_in_another_is_disclosed() {
         &[("s", &["x", "y"])],
         &[(&["x"], 3), (&["y"], 30)],
     );
-    let mut pub_a = published(std::slice::from_ref(&a_table));
+    let mut pub_a = reader_view(std::slice::from_ref(&a_table));
     pub_a[0].rows[0].1 = None;
     pub_a[0].rows[1].1 = None;
     let mut b = pub_a[0].clone();
@@ -395,7 +375,7 @@ fn on_random_small_tables_the_audit_matches_every_table_a_reader_could_believe()
             );
         }
         protect(&mut t, &p);
-        let a = audit::audit(&published(&t), &audit_params(&p), &[]);
+        let a = audit::audit(&reader_view(&t), &audit_params(&p), &[]);
         assert!(
             a.passed(),
             "case {case}: the suppressor's output fails: {a:?}"
@@ -558,7 +538,7 @@ fn reordering_categories_and_rows_changes_nothing_and_output_is_byte_identical()
         let mut b = vec![table_of(&rows2, &cols2, &cells2)];
         protect(&mut b, &p);
         assert_eq!(suppressed(&a[0]), suppressed(&b[0]));
-        assert!(audit::audit(&published(&b), &audit_params(&p), &[]).passed());
+        assert!(audit::audit(&reader_view(&b), &audit_params(&p), &[]).passed());
         // The same input twice: the same bytes.
         let mut again = vec![table_of(&rows, &cols, &cells)];
         protect(&mut again, &p);
@@ -590,7 +570,7 @@ fn raising_the_threshold_never_reduces_the_primary_cells() {
                     "{min_count}: {b:?} not in {primary:?}"
                 );
             }
-            assert!(audit::audit(&published(&t), &audit_params(&p), &[]).passed());
+            assert!(audit::audit(&reader_view(&t), &audit_params(&p), &[]).passed());
             before = Some(primary);
         }
     }

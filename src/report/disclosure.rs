@@ -83,6 +83,23 @@ pub fn round1(x: f64) -> f64 {
     (x * 10.0 + 1e-9).round() / 10.0
 }
 
+/// The tables as a reader sees them, in the audit's terms (without
+/// percentages), for auditing tables that were never written out.
+pub fn reader_view(tables: &[Table]) -> Vec<crate::audit::Published> {
+    tables
+        .iter()
+        .map(|t| crate::audit::Published {
+            name: t.spec.name.clone(),
+            population: t.spec.population.clone(),
+            where_: t.spec.where_.clone(),
+            dimensions: t.spec.dimensions.clone(),
+            rows: t.shown(),
+            percent_of: None,
+            percents: Vec::new(),
+        })
+        .collect()
+}
+
 /// Suppression statistics for the manifest.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {

@@ -166,14 +166,7 @@ impl Report {
                     population: t.spec.population.clone(),
                     where_: t.spec.where_.clone(),
                     dimensions: t.spec.dimensions.clone(),
-                    cells: t
-                        .rows
-                        .iter()
-                        .map(|r| {
-                            let shown = (r.flag == tables::Flag::None).then_some(r.count);
-                            (r.labels.clone(), shown)
-                        })
-                        .collect(),
+                    cells: t.shown(),
                 })
                 .collect(),
         }

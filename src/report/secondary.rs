@@ -38,29 +38,12 @@ use rayon::prelude::*;
 
 use super::tables::{Flag, TOTAL, Table};
 use crate::error::{Error, Result};
-use crate::interval::{Op, System};
+use crate::interval::{Op, System, Witnesses};
 
 /// Rounds of solutions that push unsettled cells up and down together.
 const SPREAD_ROUNDS: usize = 8;
 
-/// A cell's identity across tables: population and conditions.
-pub type Key = (String, BTreeMap<String, String>);
-
-/// The identity of a table's cell.
-pub fn cell_key(
-    population: &str,
-    where_: &[(String, String)],
-    dims: &[String],
-    labels: &[String],
-) -> Key {
-    let mut cond: BTreeMap<String, String> = where_.iter().cloned().collect();
-    for (d, l) in dims.iter().zip(labels) {
-        if l != TOTAL {
-            cond.insert(d.clone(), l.clone());
-        }
-    }
-    (population.to_string(), cond)
-}
+pub use crate::audit::{Key, cell_key};
 
 /// A row's labels with the `d`-th left out: the same for every row of
 /// one line of dimension `d`.
@@ -143,39 +126,6 @@ struct Checked {
     failures: Vec<Failure>,
     passed: Vec<usize>,
     lines_passed: Vec<(usize, usize)>,
-}
-
-/// Whole-number solutions of a group found so far, and each variable's
-/// lowest and highest value in them.
-struct Known {
-    seen: Vec<Vec<i64>>,
-    lo: Vec<i64>,
-    hi: Vec<i64>,
-}
-
-impl Known {
-    fn new(first: Vec<i64>) -> Self {
-        Known {
-            lo: first.clone(),
-            hi: first.clone(),
-            seen: vec![first],
-        }
-    }
-
-    fn absorb(&mut self, w: &[(usize, i64)]) {
-        if w.len() != self.lo.len() {
-            return;
-        }
-        let mut v = vec![0; w.len()];
-        for &(i, x) in w {
-            v[i] = x;
-            self.lo[i] = self.lo[i].min(x);
-            self.hi[i] = self.hi[i].max(x);
-        }
-        if self.seen.len() < 64 {
-            self.seen.push(v);
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -584,28 +534,12 @@ impl Grid {
         let width = p.protection as i64;
         // Solutions known so far: the truth first.
         let truth: Vec<i64> = comp.iter().map(|&c| self.cells[c].count as i64).collect();
-        let mut known = Known::new(truth.clone());
-        let settled = |k: &Known, i: usize| k.hi[i] >= min && k.hi[i] - k.lo[i] >= width;
+        let all: Vec<usize> = (0..comp.len()).collect();
+        let mut known = Witnesses::new(&all);
+        known.absorb(&truth.iter().copied().enumerate().collect::<Vec<_>>());
+        let settled = |k: &Witnesses, i: usize| k.settles(i, min, width);
         let cap = truth.iter().copied().max().unwrap_or(0) * 2 + min + width;
-        let capped = sys.capped(cap);
-        for _ in 0..SPREAD_ROUNDS {
-            let open: Vec<usize> = todo
-                .iter()
-                .copied()
-                .filter(|&i| !settled(&known, i))
-                .collect();
-            if open.is_empty() {
-                break;
-            }
-            for up in [true, false] {
-                if let Some(e) = capped.extreme(&open, up) {
-                    known.absorb(&e.witness);
-                }
-            }
-            if todo.iter().filter(|&&i| !settled(&known, i)).count() == open.len() {
-                break;
-            }
-        }
+        known.spread(&sys, &todo, min, width, cap, SPREAD_ROUNDS);
         // What the spreading left: can each cell reach what it needs? (Its
         // lowest value is at most the truth, so reaching min_count and the
         // protection above the lowest known suffices.) Each question is one
@@ -621,7 +555,7 @@ impl Grid {
                 break;
             };
             for _ in 0..4 {
-                let target = min.max(known.lo[i] + width);
+                let target = min.max(known.low(i) + width);
                 match pr.reach(i, target, true) {
                     (Some(w), _) => {
                         known.absorb(&w);
@@ -634,7 +568,7 @@ impl Grid {
                         verdict.insert(i, false);
                         break;
                     }
-                    (None, true) => match pr.reach(i, known.lo[i] - 1, false) {
+                    (None, true) => match pr.reach(i, known.low(i) - 1, false) {
                         (Some(w), _) => known.absorb(&w),
                         (None, true) => {
                             // Its lowest is known, and it cannot reach the
@@ -661,7 +595,7 @@ impl Grid {
                             let h = e.value.expect("bounded");
                             if !e.exact || h < min {
                                 false
-                            } else if h - known.lo[i] >= width {
+                            } else if h - known.low(i) >= width {
                                 true
                             } else {
                                 match sys.extreme(&[i], false) {
@@ -686,11 +620,10 @@ impl Grid {
                 .iter()
                 .filter_map(|c| local.get(c).copied())
                 .collect();
-            let sum_of = |v: &Vec<i64>| vs.iter().map(|&i| v[i]).sum::<i64>();
-            let truth_sum = sum_of(&truth);
+            let truth_sum: i64 = vs.iter().map(|&i| truth[i]).sum();
             let varies = truth_sum == 0
                 || truth_sum >= min
-                || known.seen.iter().any(|v| sum_of(v) != truth_sum)
+                || known.sums(&vs).any(|s| s != truth_sum)
                 || match (sys.extreme(&vs, true), sys.extreme(&vs, false)) {
                     (Some(a), Some(b)) => a.value != b.value,
                     _ => false,

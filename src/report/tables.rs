@@ -280,6 +280,14 @@ pub struct Table {
 }
 
 impl Table {
+    /// Each row's labels and its count as published (`None`: withheld).
+    pub fn shown(&self) -> Vec<(Vec<String>, Option<u64>)> {
+        self.rows
+            .iter()
+            .map(|r| (r.labels.clone(), (r.flag == Flag::None).then_some(r.count)))
+            .collect()
+    }
+
     /// The row with these labels.
     pub fn get(&self, labels: &[&str]) -> Option<&Row> {
         self.rows.iter().find(|r| {
