@@ -25,8 +25,9 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::cubes::Layout;
 use crate::error::{Error, Result};
-use crate::interval::{Op, System, Witnesses};
+use crate::interval::{Move, Op, System, Witnesses};
 use crate::pseudonymise::Period;
 use crate::store::release::nested_releases;
 use crate::store::{State, Store};
@@ -376,6 +377,44 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
         Some(Value::Var(i)) => Some(*i),
         _ => None,
     };
+    // Each table's suppressed cells by their labels, for cubes of them
+    // (moves that keep every margin of the table; each step is checked
+    // against this system before it is taken).
+    let mut is_suppressed = vec![false; sys.vars()];
+    for &v in &suppressed_vars {
+        is_suppressed[v] = true;
+    }
+    let mut homes: Vec<Vec<(usize, Vec<String>)>> = vec![Vec::new(); sys.vars()];
+    let layouts: Vec<Layout> = tables
+        .iter()
+        .enumerate()
+        .map(|(t, table)| {
+            let rows: Vec<(Vec<String>, usize)> = table
+                .rows
+                .iter()
+                .filter_map(|(labels, _)| {
+                    let v = var_of(&key(table, labels)).filter(|&v| is_suppressed[v])?;
+                    homes[v].push((t, labels.clone()));
+                    Some((labels.clone(), v))
+                })
+                .collect();
+            Layout::new(table.dimensions.len(), TOTAL, rows)
+        })
+        .collect();
+    let moves = |v: usize, most: usize| -> Vec<Vec<(usize, i64)>> {
+        let mut out = Vec::new();
+        for (t, labels) in &homes[v] {
+            layouts[*t].cubes(
+                labels,
+                |_, _| true,
+                |cube| {
+                    out.push(cube.to_vec());
+                    out.len() < most
+                },
+            );
+        }
+        out
+    };
     // Each line's suppressed cells, for the sums a reader can form.
     let mut sums: Vec<(usize, Vec<usize>, Option<i64>)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -430,7 +469,7 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
             let mut group = Group::new(&sys, &components[g], p);
             if !p.exact {
                 let vars: Vec<usize> = cells_of[g].iter().map(|&i| suppressed_vars[i]).collect();
-                group.spread(&vars);
+                group.settle(&vars, &moves);
             }
             let cells = cells_of[g]
                 .iter()
@@ -535,16 +574,87 @@ impl<'a> Group<'a> {
         g
     }
 
-    /// Solutions that settle the suppressed variables `vars` in bulk.
-    fn spread(&mut self, vars: &[usize]) {
+    /// Solutions a reader cannot rule out, found cheaply, for the
+    /// suppressed variables `vars`: a solution in the middle of what cubes
+    /// of suppressed cells allow around the first, then climbs from it
+    /// along cubes; while some are not settled, a program that pushes them
+    /// together, and from its solution again the middle and climbs. What
+    /// is still not settled gets programs of its own ([`Group::cell`]).
+    fn settle(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Vec<(usize, i64)>>) {
+        let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
+        let open = |g: &Self| {
+            vars.iter()
+                .filter(|&&v| !g.known.settles(v, min, width))
+                .count()
+        };
+        self.centre(vars, moves);
+        for _ in 0..SPREAD_ROUNDS {
+            self.climb(vars, moves);
+            let before = open(self);
+            if before == 0 {
+                return;
+            }
+            self.spread(vars, 1);
+            self.centre(vars, moves);
+            if open(self) == before {
+                return;
+            }
+        }
+    }
+
+    /// A solution in the middle of what cubes of suppressed cells allow
+    /// around the first.
+    fn centre(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Vec<(usize, i64)>>) {
         if self.infeasible {
             return;
         }
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
         let top = vars.iter().map(|&v| self.known.high(v)).max().unwrap_or(0);
         let cap = top.max(0) * 2 + min + width;
-        self.known
-            .spread(self.sys, vars, min, width, cap, SPREAD_ROUNDS);
+        let all: Vec<Vec<(usize, i64)>> = vars.iter().flat_map(|&v| moves(v, 24)).collect();
+        for _ in 0..3 {
+            self.known
+                .centre(self.sys, cap, all.iter().map(Vec::as_slice));
+        }
+    }
+
+    /// Solutions reached from the first by cubes of suppressed cells
+    /// (`moves`), for the variables of `vars` not yet settled.
+    fn climb(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Vec<(usize, i64)>>) {
+        if self.infeasible {
+            return;
+        }
+        let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
+        let cache: std::cell::RefCell<HashMap<usize, Vec<Move>>> = Default::default();
+        for &v in vars {
+            if self.known.settles(v, min, width) {
+                continue;
+            }
+            let moves_of = |w: usize| {
+                cache
+                    .borrow_mut()
+                    .entry(w)
+                    .or_insert_with(|| moves(w, 48))
+                    .clone()
+            };
+            let target = min.max(self.known.low(v) + width);
+            if !self.known.climb(self.sys, v, target, true, &moves_of) && self.known.high(v) >= min
+            {
+                let floor = self.known.high(v) - width;
+                self.known.climb(self.sys, v, floor, false, &moves_of);
+            }
+        }
+    }
+
+    /// Solutions that settle the suppressed variables `vars` in bulk.
+    fn spread(&mut self, vars: &[usize], rounds: usize) {
+        if self.infeasible {
+            return;
+        }
+        let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
+        let top = vars.iter().map(|&v| self.known.high(v)).max().unwrap_or(0);
+        let cap = top.max(0) * 2 + min + width;
+        self.known.spread(self.sys, vars, min, width, cap, rounds);
     }
 
     /// The range of one suppressed cell and its verdict.
@@ -630,6 +740,7 @@ impl<'a> Group<'a> {
         let (lo, hi) = self
             .known
             .sums(vs)
+            .into_iter()
             .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x), b.max(x)));
         if let Some(k) = known {
             (f.low, f.high) = (k.max(0) as u64, Some(k.max(0) as u64));

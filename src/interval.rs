@@ -62,9 +62,15 @@ pub fn solves() -> usize {
     SOLVES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// A change to a solution: (variable, coefficient) pairs.
+pub type Move = Vec<(usize, i64)>;
+
 /// Branch-and-bound nodes per bound before giving up on proving it.
 const NODE_LIMIT: usize = 2_000;
 const EPS: f64 = 1e-6;
+/// How many moves deep [`Witnesses::climb`] goes to free a move held back
+/// by a variable at its bound.
+pub const DEPTH: usize = 1;
 
 /// Variables with bounds, and relations between them.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +79,8 @@ pub struct System {
     relations: Vec<Relation>,
     /// For each variable, the relations it is in.
     of_var: Vec<Vec<usize>>,
+    /// For each variable, its coefficient in each of those relations.
+    coef_of_var: Vec<Vec<f64>>,
 }
 
 impl System {
@@ -87,7 +95,13 @@ impl System {
         self.bounds
             .push((low as f64, high.map_or(f64::INFINITY, |h| h as f64)));
         self.of_var.push(Vec::new());
+        self.coef_of_var.push(Vec::new());
         self.bounds.len() - 1
+    }
+
+    /// A variable's lower bound.
+    pub fn lower(&self, v: usize) -> i64 {
+        self.bounds[v].0.ceil() as i64
     }
 
     /// Number of variables.
@@ -110,8 +124,9 @@ impl System {
             return;
         }
         let i = self.relations.len();
-        for (v, _) in &t {
-            self.of_var[*v].push(i);
+        for &(v, c) in &t {
+            self.of_var[v].push(i);
+            self.coef_of_var[v].push(c);
         }
         self.relations.push(Relation { terms: t, op, rhs });
     }
@@ -125,6 +140,63 @@ impl System {
             b.1 = b.1.min(cap as f64);
         }
         s
+    }
+
+    /// How far a solution may be moved along `m` ((variable, coefficient)):
+    /// the largest whole `t` up and down such that `at + t * m` keeps every
+    /// bound and relation, where `at` gives the solution's values (`None`
+    /// for a variable it does not cover). `None` when `m` changes the
+    /// left side of an equation, or that of an inequality over variables
+    /// `at` does not cover.
+    pub fn room(
+        &self,
+        at: impl Fn(usize) -> Option<i64>,
+        m: &[(usize, i64)],
+    ) -> Option<(i64, i64)> {
+        const FAR: f64 = 1e15;
+        let (mut up, mut down) = (FAR, FAR);
+        let mut limit = |x: f64, slope: f64, lo: f64, hi: f64| {
+            // lo <= x + t * slope <= hi
+            if slope > 0.0 {
+                up = up.min((hi - x) / slope);
+                down = down.min((x - lo) / slope);
+            } else if slope < 0.0 {
+                up = up.min((x - lo) / -slope);
+                down = down.min((hi - x) / -slope);
+            }
+        };
+        // Each touched relation's change per step of t.
+        let mut slopes: Vec<(usize, f64)> = Vec::new();
+        for &(v, k) in m {
+            let x = at(v)? as f64;
+            let (lo, hi) = self.bounds[v];
+            limit(x, k as f64, lo, hi);
+            for (&r, &c) in self.of_var[v].iter().zip(&self.coef_of_var[v]) {
+                match slopes.iter_mut().find(|(q, _)| *q == r) {
+                    Some(e) => e.1 += c * k as f64,
+                    None => slopes.push((r, c * k as f64)),
+                }
+            }
+        }
+        for (r, slope) in slopes {
+            let rel = &self.relations[r];
+            if slope.abs() <= EPS {
+                continue;
+            }
+            if rel.op == Op::Eq {
+                return None;
+            }
+            let mut value = 0.0;
+            for &(v, c) in &rel.terms {
+                value += c * at(v)? as f64;
+            }
+            match rel.op {
+                Op::Le => limit(value, slope, f64::NEG_INFINITY, rel.rhs + EPS),
+                _ => limit(value, slope, rel.rhs - EPS, f64::INFINITY),
+            }
+        }
+        let whole = |t: f64| (t + EPS).floor().clamp(0.0, FAR) as i64;
+        Some((whole(up), whole(down)))
     }
 
     /// The variables in groups that share no relation, each group in
@@ -289,10 +361,19 @@ impl System {
 pub struct Witnesses {
     /// Position of each variable of the group.
     index: HashMap<usize, usize>,
-    /// Up to 64 solutions, each over the group in order.
-    seen: Vec<Vec<i64>>,
+    /// The first solution, over the group in order.
+    base: Option<Vec<i64>>,
+    /// Every later solution, as the values where it differs from `base`.
+    others: Vec<Vec<(usize, i64)>>,
     lo: Vec<i64>,
     hi: Vec<i64>,
+    /// For each variable, the solution where it is lowest and highest (0:
+    /// the first, `k`: `others[k - 1]`).
+    lo_at: Vec<usize>,
+    hi_at: Vec<usize>,
+    /// For each variable, the later solutions where it differs from the
+    /// first (positions in `others`).
+    touched: Vec<Vec<u32>>,
 }
 
 impl Witnesses {
@@ -300,9 +381,13 @@ impl Witnesses {
     pub fn new(vars: &[usize]) -> Self {
         Witnesses {
             index: vars.iter().enumerate().map(|(i, &v)| (v, i)).collect(),
-            seen: Vec::new(),
+            base: None,
+            others: Vec::new(),
             lo: vec![i64::MAX; vars.len()],
             hi: vec![i64::MIN; vars.len()],
+            lo_at: vec![0; vars.len()],
+            hi_at: vec![0; vars.len()],
+            touched: vec![Vec::new(); vars.len()],
         }
     }
 
@@ -313,14 +398,94 @@ impl Witnesses {
         }
         let mut v = vec![0; w.len()];
         for &(var, x) in w {
-            let i = self.index[&var];
-            v[i] = x;
-            self.lo[i] = self.lo[i].min(x);
-            self.hi[i] = self.hi[i].max(x);
+            v[self.index[&var]] = x;
         }
-        if self.seen.len() < 64 {
-            self.seen.push(v);
+        self.take(v);
+    }
+
+    /// Takes in a solution over the group, in the group's order.
+    fn take(&mut self, v: Vec<i64>) {
+        let at = if self.base.is_some() {
+            self.others.len() + 1
+        } else {
+            0
+        };
+        for (i, &x) in v.iter().enumerate() {
+            if x < self.lo[i] {
+                (self.lo[i], self.lo_at[i]) = (x, at);
+            }
+            if x > self.hi[i] {
+                (self.hi[i], self.hi_at[i]) = (x, at);
+            }
         }
+        match &self.base {
+            None => self.base = Some(v),
+            Some(b) => {
+                let diff: Vec<(usize, i64)> = v
+                    .iter()
+                    .zip(b)
+                    .enumerate()
+                    .filter(|(_, (x, y))| x != y)
+                    .map(|(i, (x, _))| (i, *x))
+                    .collect();
+                // An empty difference is kept too, so that positions hold.
+                let k = self.others.len() as u32;
+                for &(i, _) in &diff {
+                    self.touched[i].push(k);
+                }
+                self.others.push(diff);
+            }
+        }
+    }
+
+    /// Moves the latest solution towards the middle of what `moves` allow
+    /// (each to halfway between as far up and as far down as the system
+    /// lets it, no further than `cap` either way), in turn, and takes in
+    /// the solution reached: from the middle, single moves reach further
+    /// both ways than from a corner, which is where programs leave their
+    /// solutions. Every step is checked against the whole system, as in
+    /// [`climb`](Self::climb).
+    pub fn centre<'m, I>(&mut self, sys: &System, cap: i64, moves: I)
+    where
+        I: IntoIterator<Item = &'m [(usize, i64)]>,
+    {
+        // From the latest solution (the middle found so far).
+        let Some(mut point) = self.point(self.others.len()) else {
+            return;
+        };
+        let mut moved = false;
+        for m in moves {
+            if m.iter().any(|(w, _)| !self.index.contains_key(w)) {
+                continue;
+            }
+            let index = &self.index;
+            let at = |w: usize| index.get(&w).map(|&i| point[i]);
+            let Some((up, down)) = sys.room(at, m) else {
+                continue;
+            };
+            let t = (up.min(cap) - down.min(cap)) / 2;
+            if t == 0 {
+                continue;
+            }
+            for &(w, c) in m {
+                point[self.index[&w]] += t * c;
+            }
+            moved = true;
+        }
+        if moved {
+            self.take(point);
+        }
+    }
+
+    /// Solution `k` (0: the first, `k`: `others[k - 1]`), whole.
+    fn point(&self, k: usize) -> Option<Vec<i64>> {
+        let mut p = self.base.clone()?;
+        if k > 0 {
+            for &(i, x) in self.others.get(k - 1)? {
+                p[i] = x;
+            }
+        }
+        Some(p)
     }
 
     /// The lowest value of `v` seen.
@@ -339,11 +504,154 @@ impl Witnesses {
         self.hi[i] >= min && self.hi[i] - self.lo[i] >= width
     }
 
-    /// The sum of `vs` in each solution seen.
-    pub fn sums<'a>(&'a self, vs: &'a [usize]) -> impl Iterator<Item = i64> + 'a {
-        self.seen
+    /// The sum of `vs` in each solution seen (solutions where none of
+    /// `vs` differs from the first are given once, as the first).
+    pub fn sums(&self, vs: &[usize]) -> Vec<i64> {
+        let Some(base) = &self.base else {
+            return Vec::new();
+        };
+        let at: Vec<usize> = vs.iter().map(|v| self.index[v]).collect();
+        let total: i64 = at.iter().map(|&i| base[i]).sum();
+        let mut points: Vec<u32> = at
             .iter()
-            .map(move |s| vs.iter().map(|v| s[self.index[v]]).sum())
+            .flat_map(|&i| self.touched[i].iter().copied())
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut out = vec![total];
+        for k in points {
+            let diff = &self.others[k as usize];
+            let change: i64 = at
+                .iter()
+                .filter_map(|&i| {
+                    diff.binary_search_by_key(&i, |&(j, _)| j)
+                        .ok()
+                        .map(|p| diff[p].1 - base[i])
+                })
+                .sum();
+            out.push(total + change);
+        }
+        out
+    }
+
+    /// Climbs from the solution where `v` is highest (lowest when not
+    /// `up`) along the moves `moves_of(v)` gives (changes that keep every
+    /// equation, as (variable, coefficient), with `v`'s coefficient
+    /// positive), each as far as the system lets it and no further than
+    /// needed for `v` to reach `target` (at least `target` when `up`, at
+    /// most when not), and takes in the solution reached. Where a move is
+    /// held back by a variable at its bound, that variable is first moved
+    /// off it by moves of its own (to a depth of [`DEPTH`], never through
+    /// a variable already in play). Every step is checked against the
+    /// whole system ([`System::room`]): a move that would break a relation
+    /// or a bound is not taken, so what is taken in is a solution whatever
+    /// the moves. Returns whether `v` reached `target`.
+    pub fn climb<F>(&mut self, sys: &System, v: usize, target: i64, up: bool, moves_of: &F) -> bool
+    where
+        F: Fn(usize) -> Vec<Vec<(usize, i64)>>,
+    {
+        let iv = self.index[&v];
+        let Some(mut point) = self.point(if up { self.hi_at[iv] } else { self.lo_at[iv] }) else {
+            return false;
+        };
+        let dir = if up { 1 } else { -1 };
+        let gap = (target - point[iv]) * dir;
+        if gap <= 0 {
+            return true;
+        }
+        // Single moves first; freeing held moves only for what is left.
+        let mut busy = Vec::new();
+        let mut got = self.raise(sys, &mut point, v, dir, gap, 0, moves_of, &mut busy);
+        if got < gap {
+            got += self.raise(
+                sys,
+                &mut point,
+                v,
+                dir,
+                gap - got,
+                DEPTH,
+                moves_of,
+                &mut busy,
+            );
+        }
+        if got > 0 {
+            self.take(point);
+        }
+        got >= gap
+    }
+
+    /// Moves `v` by up to `amount` in direction `dir` from `point`, in
+    /// place; returns how far it moved.
+    #[allow(clippy::too_many_arguments)]
+    fn raise<F>(
+        &self,
+        sys: &System,
+        point: &mut [i64],
+        v: usize,
+        dir: i64,
+        amount: i64,
+        depth: usize,
+        moves_of: &F,
+        busy: &mut Vec<usize>,
+    ) -> i64
+    where
+        F: Fn(usize) -> Vec<Vec<(usize, i64)>>,
+    {
+        let mut got = 0;
+        for m in moves_of(v) {
+            if got >= amount {
+                break;
+            }
+            let Some(k) = m.iter().find(|(w, _)| *w == v).map(|(_, k)| *k) else {
+                continue;
+            };
+            // Never through a variable being moved further up (it would
+            // undo what that move is for).
+            if k <= 0
+                || m.iter()
+                    .any(|(w, _)| !self.index.contains_key(w) || (*w != v && busy.contains(w)))
+            {
+                continue;
+            }
+            // Along `m` times `dir`, `v` moves by `dir * k` a step.
+            let m: Vec<(usize, i64)> = m.iter().map(|&(w, c)| (w, c * dir)).collect();
+            let want = (amount - got + k - 1) / k;
+            let room = |point: &[i64]| {
+                let at = |w: usize| self.index.get(&w).map(|&i| point[i]);
+                sys.room(at, &m).map(|(up, _)| up)
+            };
+            let Some(mut t) = room(point) else {
+                continue;
+            };
+            if t < want && depth > 0 {
+                // Lift what holds it back off its lower bound first.
+                let held: Vec<(usize, i64)> = m
+                    .iter()
+                    .filter(|&&(w, c)| {
+                        c < 0 && {
+                            let slack = point[self.index[&w]] - sys.lower(w);
+                            slack / -c < want
+                        }
+                    })
+                    .map(|&(w, c)| (w, want * -c - (point[self.index[&w]] - sys.lower(w))))
+                    .collect();
+                busy.push(v);
+                for (w, short) in held {
+                    self.raise(sys, point, w, 1, short, depth - 1, moves_of, busy);
+                }
+                busy.pop();
+                t = room(point).unwrap_or(0);
+            }
+            let t = t.min(want);
+            if t <= 0 {
+                continue;
+            }
+            for &(w, c) in &m {
+                point[self.index[&w]] += t * c;
+            }
+            got += t * k;
+        }
+        got
     }
 
     /// Adds solutions that push the variables of `vars` not yet settled
@@ -519,6 +827,67 @@ fn branch_and_bound(root: Solution, xs: &[Variable], maximise: bool) -> Option<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_stops_at_bounds_and_relations_and_refuses_to_change_an_equation() {
+        let mut s = System::new();
+        let (x, y, z) = (s.add_var(1, None), s.add_var(1, None), s.add_var(0, None));
+        s.relate(&[(x, 1.0), (y, 1.0)], Op::Eq, 10.0);
+        let at = |v: usize| Some([3, 7, 2][v]);
+        // x up while y down: y stops at 1; x down: x stops at 1.
+        assert_eq!(s.room(at, &[(x, 1), (y, -1)]), Some((6, 2)));
+        // x alone would change x + y.
+        assert_eq!(s.room(at, &[(x, 1)]), None);
+        // z has no upper bound and no relation: far up, down to 0.
+        assert_eq!(s.room(at, &[(z, 1)]).map(|r| r.1), Some(2));
+        s.relate(&[(x, 1.0), (z, 1.0)], Op::Le, 8.0);
+        assert_eq!(s.room(at, &[(x, 1), (y, -1)]), Some((3, 2)));
+    }
+
+    #[test]
+    fn a_climb_frees_a_held_move_and_every_solution_it_takes_keeps_the_relations() {
+        // A 2 x 3 table with its row and column sums known, every cell at
+        // least 1:  a b c | 7
+        //           d e f | 11
+        let mut s = System::new();
+        let v: Vec<usize> = (0..6).map(|_| s.add_var(1, None)).collect();
+        let (a, b, c, d, e, f) = (v[0], v[1], v[2], v[3], v[4], v[5]);
+        let start = [1, 1, 5, 5, 5, 1];
+        let rows = [vec![a, b, c], vec![d, e, f]];
+        let cols = [vec![a, d], vec![b, e], vec![c, f]];
+        for set in rows.iter().chain(&cols) {
+            let terms: Vec<(usize, f64)> = set.iter().map(|&x| (x, 1.0)).collect();
+            let total: i64 = set.iter().map(|&x| start[x]).sum();
+            s.relate(&terms, Op::Eq, total as f64);
+        }
+        let mut w = Witnesses::new(&v);
+        w.absorb(&v.iter().map(|&x| (x, start[x])).collect::<Vec<_>>());
+        // Raising a takes b down, and b is at its bound: the only move of
+        // a is held until b is raised by a move of its own.
+        let moves_of = |x: usize| -> Vec<Move> {
+            if x == a {
+                vec![vec![(a, 1), (b, -1), (d, -1), (e, 1)]]
+            } else if x == b {
+                vec![vec![(b, 1), (c, -1), (e, -1), (f, 1)]]
+            } else {
+                Vec::new()
+            }
+        };
+        assert!(w.climb(&s, a, 4, true, &moves_of));
+        assert_eq!(w.high(a), 4);
+        // In every solution taken in, rows and columns keep their sums.
+        for set in rows.iter().chain(&cols) {
+            let total: i64 = set.iter().map(|&x| start[x]).sum();
+            assert!(w.sums(set).iter().all(|&t| t == total));
+        }
+        assert!((0..6).all(|x| w.low(v[x]) >= 1));
+        // Without the freeing move, a cannot rise at all.
+        let mut w2 = Witnesses::new(&v);
+        w2.absorb(&v.iter().map(|&x| (x, start[x])).collect::<Vec<_>>());
+        let only_a = |x: usize| if x == a { moves_of(a) } else { Vec::new() };
+        assert!(!w2.climb(&s, a, 4, true, &only_a));
+        assert_eq!(w2.high(a), 1);
+    }
 
     #[test]
     fn a_row_with_a_known_total() {

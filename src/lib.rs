@@ -6,6 +6,7 @@
 //! ([`drop`]), and the synthetic data that demonstrates it ([`synth`]).
 
 pub mod audit;
+pub mod cubes;
 pub mod demo;
 pub mod drop;
 pub mod error;

@@ -37,8 +37,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rayon::prelude::*;
 
 use super::tables::{Flag, TOTAL, Table};
+use crate::cubes::Layout;
 use crate::error::{Error, Result};
-use crate::interval::{Op, System, Witnesses};
+use crate::interval::{Move, Op, System, Witnesses};
 
 /// Rounds of solutions that push unsettled cells up and down together.
 const SPREAD_ROUNDS: usize = 8;
@@ -110,6 +111,10 @@ pub struct Grid {
     lines: Vec<Line>,
     /// For each table, for each row, its cell.
     rows: Vec<Vec<usize>>,
+    /// Each table's cells by their labels, for cubes.
+    layouts: Vec<Layout>,
+    /// For each cell, the tables it is in and its labels there.
+    homes: Vec<Vec<(usize, Vec<String>)>>,
     /// For each line, how many of its cells are suppressed.
     in_line: Vec<usize>,
     /// Cells found protected. Suppressing more only widens what a reader
@@ -227,10 +232,28 @@ impl Grid {
             .map(|l| l.members().filter(|&c| cells[c].suppressed).count())
             .collect();
         let (n, m) = (cells.len(), lines.len());
+        let mut homes: Vec<Vec<(usize, Vec<String>)>> = vec![Vec::new(); n];
+        let mut layouts = Vec::with_capacity(tables.len());
+        for (t, (table, ids)) in tables.iter().zip(&rows).enumerate() {
+            for (r, &id) in table.rows.iter().zip(ids) {
+                homes[id].push((t, r.labels.clone()));
+            }
+            layouts.push(Layout::new(
+                table.spec.dimensions.len(),
+                TOTAL,
+                table
+                    .rows
+                    .iter()
+                    .map(|r| r.labels.clone())
+                    .zip(ids.iter().copied()),
+            ));
+        }
         Ok(Grid {
             cells,
             lines,
             rows,
+            layouts,
+            homes,
             in_line,
             passed: vec![false; n],
             line_passed: vec![usize::MAX; m],
@@ -263,6 +286,24 @@ impl Grid {
         for c in close {
             self.mark(c);
             added += 1;
+        }
+        // Every small suppressed cell, smallest first (they need the most
+        // room), then in the order of identities, gets the cheapest cube
+        // that protects it, unless one of suppressed cells already does.
+        // (Larger cells suppressed for the difference rule are left to the
+        // checks below: what protects them can run across tables.)
+        let mut first: Vec<usize> = (0..self.cells.len())
+            .filter(|&c| self.cells[c].suppressed && self.cells[c].count < p.min_count)
+            .collect();
+        first.sort_by(|&a, &b| {
+            let (x, y) = (&self.cells[a], &self.cells[b]);
+            (x.count, &x.name).cmp(&(y.count, &y.name))
+        });
+        for c in first {
+            for d in self.cube_for(c, p).unwrap_or_default() {
+                self.mark(d);
+                added += 1;
+            }
         }
         // Lines in the order of their names (not of rows).
         let mut line_order: Vec<usize> = (0..self.lines.len()).collect();
@@ -323,6 +364,15 @@ impl Grid {
                             });
                             ls
                         };
+                        if let Some(cube) = self.cube_for(c, p) {
+                            for d in cube {
+                                touched.extend(self.cells[d].lines.iter().copied());
+                                self.mark(d);
+                                added += 1;
+                            }
+                            progress = true;
+                            continue;
+                        }
                         let own = self.cells[c].lines.clone();
                         let near: Vec<usize> = own
                             .iter()
@@ -397,6 +447,102 @@ impl Grid {
                 self.in_line[l] += 1;
             }
         }
+    }
+
+    /// Visits the cubes through cell `c` in each table it is in (see
+    /// [`Layout::cubes`]) until `visit` returns false.
+    fn each_cube(
+        &self,
+        c: usize,
+        keep: impl Fn(usize, i64) -> bool,
+        mut visit: impl FnMut(&[(usize, i64)]) -> bool,
+    ) {
+        for (t, labels) in &self.homes[c] {
+            let mut go = true;
+            self.layouts[*t].cubes(labels, &keep, |cube| {
+                go = visit(cube);
+                go
+            });
+            if !go {
+                return;
+            }
+        }
+    }
+
+    /// Whether moving `cube`'s cells by their signs keeps every line of
+    /// every table (a cube of one table can touch a margin that another
+    /// table splits another way).
+    fn balanced(&self, cube: &[(usize, i64)]) -> bool {
+        let mut net: HashMap<usize, i64> = HashMap::new();
+        for &(c, s) in cube {
+            for &l in &self.cells[c].lines {
+                let k = if self.lines[l].margin == c { -s } else { s };
+                *net.entry(l).or_default() += k;
+            }
+        }
+        net.values().all(|&v| v == 0)
+    }
+
+    /// The hypercube method: the cheapest cube through `c` that lets it
+    /// rise to `min_count` and by `protection` (every cell that falls
+    /// while it rises has that much room above the least a reader knows it
+    /// is), counted by how many cells it newly suppresses, then the sum of
+    /// their counts, then their identities. Never a published zero while zeros are
+    /// published. Returns the cells to suppress; `None` when no cube fits
+    /// or the best needs nothing new.
+    fn cube_for(&self, c: usize, p: &Params) -> Option<Vec<usize>> {
+        let lower = u64::from(p.zeros_published);
+        let x = self.cells[c].count;
+        let need = p.min_count.max(x + p.protection) - x;
+        let keep = |d: usize, s: i64| {
+            let cell = &self.cells[d];
+            (cell.suppressed || cell.count > 0 || !p.zeros_published)
+                && (s > 0 || cell.count >= lower + need)
+        };
+        type Best<'a> = ((usize, u64), Vec<&'a str>, Vec<usize>);
+        let mut best: Option<Best> = None;
+        self.each_cube(c, keep, |cube| {
+            let new: Vec<usize> = cube
+                .iter()
+                .map(|&(d, _)| d)
+                .filter(|&d| !self.cells[d].suppressed)
+                .collect();
+            let cost = (
+                new.len(),
+                new.iter().map(|&d| self.cells[d].count).sum::<u64>(),
+            );
+            if best.as_ref().is_some_and(|(b, _, _)| cost > *b) || !self.balanced(cube) {
+                return true;
+            }
+            let mut names: Vec<&str> = new.iter().map(|&d| self.cells[d].name.as_str()).collect();
+            names.sort_unstable();
+            let better = match &best {
+                None => true,
+                Some((b, n, _)) => (cost, &names) < (*b, n),
+            };
+            if better {
+                best = Some((cost, names, new));
+            }
+            // A cube of suppressed cells cannot be bettered.
+            cost.0 > 0
+        });
+        best.map(|(_, _, new)| new).filter(|n| !n.is_empty())
+    }
+
+    /// Cubes through `c` of suppressed cells of the group `local` (cell to
+    /// variable), as moves over the group's variables.
+    fn moves(&self, c: usize, local: &HashMap<usize, usize>) -> Vec<Vec<(usize, i64)>> {
+        const MOST: usize = 48;
+        let mut out = Vec::new();
+        self.each_cube(
+            c,
+            |d, _| self.cells[d].suppressed && local.contains_key(&d),
+            |cube| {
+                out.push(cube.iter().map(|&(d, s)| (local[&d], s)).collect());
+                out.len() < MOST
+            },
+        );
+        out
     }
 
     /// While a line, on its own, gives a suppressed cell or sum away,
@@ -538,6 +684,25 @@ impl Grid {
         let mut known = Witnesses::new(&all);
         known.absorb(&truth.iter().copied().enumerate().collect::<Vec<_>>());
         let settled = |k: &Witnesses, i: usize| k.settles(i, min, width);
+        // Cubes of suppressed cells move the truth to other solutions.
+        let cache: std::cell::RefCell<HashMap<usize, Vec<Move>>> = Default::default();
+        for &i in &todo {
+            if settled(&known, i) {
+                continue;
+            }
+            let moves_of = |j: usize| {
+                cache
+                    .borrow_mut()
+                    .entry(j)
+                    .or_insert_with(|| self.moves(comp[j], &local))
+                    .clone()
+            };
+            let target = min.max(known.low(i) + width);
+            if !known.climb(&sys, i, target, true, &moves_of) && known.high(i) >= min {
+                let floor = known.high(i) - width;
+                known.climb(&sys, i, floor, false, &moves_of);
+            }
+        }
         let cap = truth.iter().copied().max().unwrap_or(0) * 2 + min + width;
         known.spread(&sys, &todo, min, width, cap, SPREAD_ROUNDS);
         // What the spreading left: can each cell reach what it needs? (Its
@@ -623,7 +788,7 @@ impl Grid {
             let truth_sum: i64 = vs.iter().map(|&i| truth[i]).sum();
             let varies = truth_sum == 0
                 || truth_sum >= min
-                || known.sums(&vs).any(|s| s != truth_sum)
+                || known.sums(&vs).into_iter().any(|s| s != truth_sum)
                 || match (sys.extreme(&vs, true), sys.extreme(&vs, false)) {
                     (Some(a), Some(b)) => a.value != b.value,
                     _ => false,
