@@ -9,6 +9,7 @@ mod keygen;
 mod pseudonymise;
 mod report;
 mod store;
+mod synth;
 mod template;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ enum Command {
     Report(report::Args),
     Audit(audit::Args),
     Demo(demo::Args),
+    Synth(synth::Args),
 }
 
 /// Runs the chosen subcommand; returns the exit code for a run that
@@ -54,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Report(a) => report::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
 
