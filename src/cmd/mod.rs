@@ -60,6 +60,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// A spinner on stderr with the elapsed time and a message, ticking by
+/// itself (for steps whose length is not known). Like every progress bar
+/// here it is hidden when stderr is not a terminal, so logs and pipes get
+/// only the command's own lines.
+pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .expect("valid template"),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Where the key comes from: `--key FILE` or the environment variable.
 #[derive(Debug, clap::Args)]
 pub struct KeyArg {
