@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef
 use datafusion::catalog::MemTable;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
 use futures::StreamExt;
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::link::{Persons, Records, Rule, link};
@@ -455,10 +456,9 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
 }
 
 /// The persons table of a form: one row per person, in batches of
-/// `chunk`. The batches are built from the last one back, and each part of
-/// `persons` is given back as soon as it is in a batch.
+/// `chunk`, built in parallel.
 pub fn persons_batches(
-    mut persons: Persons,
+    persons: Persons,
     attrs: &[Attr],
     chunk: usize,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
@@ -502,8 +502,7 @@ pub fn persons_batches(
     } else {
         (0..n).step_by(chunk.max(1)).collect()
     };
-    let mut batches = Vec::with_capacity(starts.len());
-    for &start in starts.iter().rev() {
+    let batch = |start: usize| -> Result<RecordBatch> {
         let r = start..n.min(start + chunk.max(1));
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(
@@ -539,13 +538,14 @@ pub fn persons_batches(
                 }
             });
         }
-        batches.push(
-            RecordBatch::try_new(schema.clone(), cols)
-                .map_err(|e| Error::Refused(e.to_string()))?,
-        );
-        persons.truncate(start);
-    }
-    batches.reverse();
+        RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Refused(e.to_string()))
+    };
+    // Batches are built in parallel, in order.
+    let batches = starts
+        .par_iter()
+        .map(|&start| batch(start))
+        .collect::<Result<Vec<_>>>()?;
+    drop(persons);
     Ok((schema, batches))
 }
 
