@@ -8,6 +8,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch,
     StringArray, UInt8Array,
 };
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt8Type};
 use datafusion::catalog::MemTable;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
@@ -520,17 +521,30 @@ pub fn persons_batches(
             Arc::new(StringArray::from_iter_values(
                 persons.last_month[r.clone()].iter().map(text),
             )),
-            Arc::new(BooleanArray::from(persons.anonymous[r.clone()].to_vec())),
+            {
+                let anonymous = &persons.anonymous[r.clone()];
+                Arc::new(BooleanArray::new(
+                    BooleanBuffer::collect_bool(anonymous.len(), |i| anonymous[i]),
+                    None,
+                ))
+            },
         ];
         for (codes, values) in persons.attrs.iter().zip(&values) {
             let codes = &codes[r.clone()];
+            // Code 0 is unknown (null); bits and bytes are made directly.
+            let known = NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0));
             cols.push(match values {
-                None => Arc::new(BooleanArray::from_iter(
-                    codes.iter().map(|&c| (c != 0).then_some(c == 2)),
+                None => Arc::new(BooleanArray::new(
+                    BooleanBuffer::collect_bool(codes.len(), |i| codes[i] == 2),
+                    Some(known),
                 )),
                 Some(values) => {
-                    let keys =
-                        UInt8Array::from_iter(codes.iter().map(|&c| (c != 0).then(|| c - 1)));
+                    let keys = UInt8Array::new(
+                        ScalarBuffer::from(
+                            codes.iter().map(|&c| c.saturating_sub(1)).collect::<Vec<u8>>(),
+                        ),
+                        Some(known),
+                    );
                     Arc::new(
                         DictionaryArray::<UInt8Type>::try_new(keys, values.clone())
                             .map_err(|e| Error::Refused(e.to_string()))?,
