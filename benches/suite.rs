@@ -97,8 +97,9 @@ fn main() {
     println!();
     println!("{}", machine());
     println!(
-        "Each program is a child process, start to exit; min / median of {runs} runs ({peer_runs} \
-         of each peer); peak = highest resident memory of the runs."
+        "Each program is a child process, start to exit; seconds: min / median of {runs} runs \
+         ({peer_runs} of each peer), CPU = user + system seconds of the fastest run; peak = \
+         highest resident memory of the runs; ratios from the min times."
     );
     println!(
         "| task | records | safetally s (min / median) | safetally peak MiB | peer | peer s (min / \
@@ -142,6 +143,7 @@ fn machine() -> String {
 #[derive(Debug, Clone, Copy)]
 struct Measured {
     wall: f64,
+    cpu: f64,
     peak_mib: f64,
 }
 
@@ -174,8 +176,10 @@ fn measure(cmd: &mut Command, out: &Path, name: &str) -> Result<Measured, String
             .unwrap_or("failed")
             .to_string());
     }
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     Ok(Measured {
         wall,
+        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
         // Linux gives ru_maxrss in KiB.
         peak_mib: ru.ru_maxrss as f64 / 1024.0,
     })
@@ -185,11 +189,18 @@ fn safetally() -> Command {
     Command::new(env!("CARGO_BIN_EXE_safetally"))
 }
 
-fn stats(ms: &[Measured]) -> (f64, f64, f64) {
+/// Min and median wall time, peak memory, and the CPU time (user +
+/// system) of the fastest run.
+fn stats(ms: &[Measured]) -> (f64, f64, f64, f64) {
     let mut w: Vec<f64> = ms.iter().map(|m| m.wall).collect();
     w.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let peak = ms.iter().map(|m| m.peak_mib).fold(0.0, f64::max);
-    (w[0], w[w.len() / 2], peak)
+    let cpu = ms
+        .iter()
+        .min_by(|a, b| a.wall.partial_cmp(&b.wall).unwrap())
+        .unwrap()
+        .cpu;
+    (w[0], w[w.len() / 2], peak, cpu)
 }
 
 fn thousands(n: u64) -> String {
@@ -253,7 +264,7 @@ fn bench_pseudonymise(
         eprintln!("pseudonymise {rows} rows, run {}: {:.2} s", run + 1, m.wall);
         ours.push(m);
     }
-    let (o_min, o_med, o_peak) = stats(&ours);
+    let (o_min, o_med, o_peak, o_cpu) = stats(&ours);
     let mut theirs = Vec::new();
     let mut missing = String::new();
     let mut agree = true;
@@ -286,17 +297,19 @@ fn bench_pseudonymise(
     let (peer_cols, ratio) = if theirs.is_empty() {
         (format!("Python: not run ({missing}) | - | -"), "-".to_string())
     } else {
-        let (p_min, p_med, p_peak) = stats(&theirs);
+        let (p_min, p_med, p_peak, p_cpu) = stats(&theirs);
         (
             format!(
-                "Python (csv, unicodedata, hmac) | {p_min:.2} / {p_med:.2} ({} rows/s) | {p_peak:.0}",
+                "Python (csv, unicodedata, hmac) | {p_min:.2} / {p_med:.2} ({} rows/s; CPU \
+                 {p_cpu:.2}) | {p_peak:.0}",
                 rps(p_min)
             ),
             format!("**{:.1}x**", p_min / o_min),
         )
     };
     format!(
-        "| pseudonymise | {} rows | {o_min:.2} / {o_med:.2} ({} rows/s) | {o_peak:.0} | {peer_cols} \
+        "| pseudonymise | {} rows | {o_min:.2} / {o_med:.2} ({} rows/s; CPU {o_cpu:.2}) | \
+         {o_peak:.0} | {peer_cols} \
          | {ratio} | - | - | - | {} |",
         thousands(rows as u64),
         rps(o_min),
@@ -523,23 +536,25 @@ fn bench_report(
             }
         }
     }
-    let (o_min, o_med, o_peak) = stats(&ours);
-    let (f_min, f_med, f_peak) = stats(&floor);
+    let (o_min, o_med, o_peak, o_cpu) = stats(&ours);
+    let (f_min, f_med, f_peak, f_cpu) = stats(&floor);
     let (peer_cols, ratio) = if theirs.is_empty() {
         (format!("DuckDB: not run ({missing}) | - | -"), "-".to_string())
     } else {
-        let (p_min, p_med, p_peak) = stats(&theirs);
+        let (p_min, p_med, p_peak, p_cpu) = stats(&theirs);
         (
             format!(
-                "DuckDB (label propagation, {} rounds) | {p_min:.2} / {p_med:.2} | {p_peak:.0}",
+                "DuckDB (label propagation, {} rounds) | {p_min:.2} / {p_med:.2} (CPU \
+                 {p_cpu:.1}) | {p_peak:.0}",
                 rounds["screening"]
             ),
             format!("**{:.1}x**", p_min / o_min),
         )
     };
     let line = format!(
-        "| report | {} screening + {} self-assessment | {o_min:.2} / {o_med:.2} | {o_peak:.0} | \
-         {peer_cols} | {ratio} | {f_min:.2} / {f_med:.2} | {f_peak:.0} | {:.1}x | {} |",
+        "| report | {} screening + {} self-assessment | {o_min:.2} / {o_med:.2} (CPU {o_cpu:.1}) \
+         | {o_peak:.0} | {peer_cols} | {ratio} | {f_min:.2} / {f_med:.2} (CPU {f_cpu:.1}) | \
+         {f_peak:.0} | {:.1}x | {} |",
         thousands(truth.screening_records),
         thousands(truth.self_assessment_records),
         o_min / f_min,
