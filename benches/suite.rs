@@ -70,21 +70,30 @@ fn main() {
     };
     let runs: usize = env_or("RUNS", 3).max(1);
     let peer_runs: usize = env_or("PEER_RUNS", runs).max(1);
-    let peers = std::env::var("PEER").map_or(true, |p| p != "none");
+    let peers = !std::env::var("PEER").is_ok_and(|p| p == "none");
     let seed: u64 = env_or("SEED", 7);
     let pseudo_rows: usize = env_or("PSEUDO_ROWS", 1_000_000);
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("suite");
     std::fs::create_dir_all(&cache).unwrap();
     let key_path = cache.join("suite.key");
     if !key_path.exists() {
-        TaskForceKey::generate().unwrap().write_new(&key_path).unwrap();
+        TaskForceKey::generate()
+            .unwrap()
+            .write_new(&key_path)
+            .unwrap();
     }
     eprintln!("{}", machine());
 
     let mut lines = Vec::new();
     if pseudo_rows > 0 {
         lines.push(bench_pseudonymise(
-            &cache, &key_path, pseudo_rows, seed, runs, peer_runs, peers,
+            &cache,
+            &key_path,
+            pseudo_rows,
+            seed,
+            runs,
+            peer_runs,
+            peers,
         ));
     }
     let mut all_agree = true;
@@ -110,7 +119,10 @@ fn main() {
     for l in lines {
         println!("{l}");
     }
-    assert!(all_agree, "safetally, the peer and the generator disagree: see above");
+    assert!(
+        all_agree,
+        "safetally, the peer and the generator disagree: see above"
+    );
 }
 
 /// One line about the machine: cores, memory, load.
@@ -123,7 +135,9 @@ fn machine() -> String {
                 .find(|l| l.starts_with("MemTotal:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
-        .map_or("?".to_string(), |kib| format!("{:.0}", kib / 1024.0 / 1024.0));
+        .map_or("?".to_string(), |kib| {
+            format!("{:.0}", kib / 1024.0 / 1024.0)
+        });
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -135,7 +149,10 @@ fn machine() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
         "machine: {cores} cores ({cpu}), {mem} GiB; load average {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
@@ -295,7 +312,10 @@ fn bench_pseudonymise(
     }
     let rps = |s: f64| thousands((rows as f64 / s) as u64);
     let (peer_cols, ratio) = if theirs.is_empty() {
-        (format!("Python: not run ({missing}) | - | -"), "-".to_string())
+        (
+            format!("Python: not run ({missing}) | - | -"),
+            "-".to_string(),
+        )
     } else {
         let (p_min, p_med, p_peak, p_cpu) = stats(&theirs);
         (
@@ -340,7 +360,14 @@ fn cached_store(cache: &Path, key: &Path, n: usize, seed: u64) -> (PathBuf, Work
         let t = Instant::now();
         let mut cmd = safetally();
         cmd.args(["synth", "--persons", &persons.to_string()])
-            .args(["--seed", &seed.to_string(), "--from", FROM, "--months", "12"])
+            .args([
+                "--seed",
+                &seed.to_string(),
+                "--from",
+                FROM,
+                "--months",
+                "12",
+            ])
             .arg("--key")
             .arg(key)
             .arg("--dir")
@@ -492,7 +519,11 @@ fn bench_report(
         let m = measure(&mut cmd, out.path(), "scan").expect("the scan floor runs");
         let v = last_json(&out.path().join("scan.stdout"));
         let rows = truth.screening_records + truth.self_assessment_records;
-        assert_eq!(v["rows"].as_u64(), Some(rows), "the scan reads every record");
+        assert_eq!(
+            v["rows"].as_u64(),
+            Some(rows),
+            "the scan reads every record"
+        );
         eprintln!("{n} records, run {}: scan {:.2} s", run + 1, m.wall);
         floor.push(m);
     }
@@ -539,7 +570,10 @@ fn bench_report(
     let (o_min, o_med, o_peak, o_cpu) = stats(&ours);
     let (f_min, f_med, f_peak, f_cpu) = stats(&floor);
     let (peer_cols, ratio) = if theirs.is_empty() {
-        (format!("DuckDB: not run ({missing}) | - | -"), "-".to_string())
+        (
+            format!("DuckDB: not run ({missing}) | - | -"),
+            "-".to_string(),
+        )
     } else {
         let (p_min, p_med, p_peak, p_cpu) = stats(&theirs);
         (

@@ -619,11 +619,9 @@ fn write_row(
                         let code = match (p.identified, last) {
                             (true, true) => "identified",
                             (true, false) => "pending",
-                            (false, _) => {
-                                *["not_identified", "not_identified", "pending"]
-                                    .choose(&mut rng)
-                                    .expect("list")
-                            }
+                            (false, _) => *["not_identified", "not_identified", "pending"]
+                                .choose(&mut rng)
+                                .expect("list"),
                         };
                         code_spelling(list, code_index(list, code), &mut rng)
                     }
@@ -667,10 +665,18 @@ fn write_row(
 
 /// The `'static` name of a code list.
 fn list_name(name: &str) -> &'static str {
-    ["sex", "yes_no", "answer", "sector", "exploitation_type", "outcome", "referral"]
-        .into_iter()
-        .find(|n| *n == name)
-        .unwrap_or_else(|| panic!("a code list the generator knows: {name}"))
+    [
+        "sex",
+        "yes_no",
+        "answer",
+        "sector",
+        "exploitation_type",
+        "outcome",
+        "referral",
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+    .unwrap_or_else(|| panic!("a code list the generator knows: {name}"))
 }
 
 fn header(form: Form, style: &Style) -> Vec<u8> {
@@ -684,7 +690,11 @@ fn header(form: Form, style: &Style) -> Vec<u8> {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    out.extend_from_slice(names.join(&(style.delimiter as char).to_string()).as_bytes());
+    out.extend_from_slice(
+        names
+            .join(&(style.delimiter as char).to_string())
+            .as_bytes(),
+    );
     out.extend_from_slice(if style.crlf { b"\r\n" } else { b"\n" });
     out
 }

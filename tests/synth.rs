@@ -31,8 +31,7 @@ fn synth(w: &World, dir: &str, seed: &str, extra: &[&str]) -> crate::util::Run {
 }
 
 fn truth(w: &World, dir: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(w.path(dir).join("truth.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(w.path(dir).join("truth.json")).unwrap()).unwrap()
 }
 
 /// Every file under a folder, by its path relative to it.
@@ -91,14 +90,20 @@ fn drops_ingest_cleanly_and_the_report_finds_the_persons_made() {
     assert_eq!(s["screening"]["identified"], t["identified_persons"]);
     assert_eq!(s["screening"]["records"], t["screening_records"]);
     assert_eq!(s["self_assessment"]["respondents"], t["respondents"]);
-    assert_eq!(s["self_assessment"]["records"], t["self_assessment_records"]);
+    assert_eq!(
+        s["self_assessment"]["records"],
+        t["self_assessment_records"]
+    );
     // Several records per person, some at several NGOs: linkage had work.
     assert!(t["screening_records"].as_u64() > t["screening_persons"].as_u64());
-    let table = std::fs::read_to_string(w.path("rep/tables/screened_by_number_of_ngos.csv")).unwrap();
+    let table =
+        std::fs::read_to_string(w.path("rep/tables/screened_by_number_of_ngos.csv")).unwrap();
     for (ngos, n) in t["screened_by_number_of_ngos"].as_object().unwrap() {
         if n.as_u64().unwrap() >= 5 {
             assert!(
-                table.lines().any(|l| l.starts_with(&format!("{ngos},{n},"))),
+                table
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{ngos},{n},"))),
                 "{ngos}: {n} in\n{table}"
             );
         }
@@ -114,7 +119,10 @@ fn raw_files_pseudonymise_cleanly_into_the_same_drops_and_no_identity_is_printed
     let drops = synth(&w, "drops", "9", &[]);
     drops.ok();
     let raw_files = files_under(&w.path("raw/raw"), ".csv");
-    assert_eq!(raw_files.len() as u64, truth(&w, "drops")["files"].as_u64().unwrap());
+    assert_eq!(
+        raw_files.len() as u64,
+        truth(&w, "drops")["files"].as_u64().unwrap()
+    );
     for f in &raw_files {
         let org = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
         let name = f.file_stem().unwrap().to_str().unwrap();
@@ -159,7 +167,10 @@ fn raw_files_pseudonymise_cleanly_into_the_same_drops_and_no_identity_is_printed
         &std::fs::read_to_string(w.path("drops/truth.json")).unwrap(),
         &values,
     );
-    assert!(leaks.is_empty(), "truth.json holds identity values: {leaks:?}");
+    assert!(
+        leaks.is_empty(),
+        "truth.json holds identity values: {leaks:?}"
+    );
 }
 
 #[test]
@@ -167,7 +178,15 @@ fn bad_flags_and_an_existing_workload_are_refused_before_anything_is_written() {
     let w = World::new();
     w.key();
     let future = w.run(&[
-        "synth", "--persons", "10", "--from", "2999-01", "--key", "key", "--dir", "f",
+        "synth",
+        "--persons",
+        "10",
+        "--from",
+        "2999-01",
+        "--key",
+        "key",
+        "--dir",
+        "f",
     ]);
     assert_eq!(future.code, 2, "{}", future.stderr);
     assert!(future.stderr.contains("future"), "{}", future.stderr);
@@ -181,7 +200,11 @@ fn bad_flags_and_an_existing_workload_are_refused_before_anything_is_written() {
     let again = synth(&w, "a", "2", &[]);
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("--force"), "{}", again.stderr);
-    assert_eq!(contents(&w.path("a")), before, "the first workload is untouched");
+    assert_eq!(
+        contents(&w.path("a")),
+        before,
+        "the first workload is untouched"
+    );
     synth(&w, "a", "2", &["--force"]).ok();
     assert_ne!(contents(&w.path("a/drops")), drops_before, "replaced");
 }

@@ -104,7 +104,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         )
         .expect("valid template"),
     );
-    bar.set_message(if args.raw { "writing raw files" } else { "writing drops" });
+    bar.set_message(if args.raw {
+        "writing raw files"
+    } else {
+        "writing drops"
+    });
     let truth = generate(&spec, &output, &args.dir, args.force, &|n| bar.inc(n))?;
     bar.finish_and_clear();
     let (what, sub) = if args.raw {
@@ -132,9 +136,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if let Some(fp) = &truth.key_fingerprint {
         println!("key fingerprint {fp}");
     }
-    println!(
-        "counts in {}",
-        args.dir.join(TRUTH_FILE).display()
-    );
+    println!("counts in {}", args.dir.join(TRUTH_FILE).display());
     Ok(0)
 }

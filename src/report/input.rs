@@ -291,11 +291,7 @@ pub async fn read_records(
 
 /// The codes of a dictionary's values: `codes[key]` (0 for a value not
 /// allowed, which the caller refuses when a row uses it).
-fn dictionary_codes(
-    values: &StringArray,
-    lookup: &FxHashMap<&'static str, u8>,
-    out: &mut Vec<u8>,
-) {
+fn dictionary_codes(values: &StringArray, lookup: &FxHashMap<&'static str, u8>, out: &mut Vec<u8>) {
     out.clear();
     out.extend((0..values.len()).map(|i| {
         if values.is_valid(i) {
@@ -532,7 +528,8 @@ pub fn persons_batches(
         for (codes, values) in persons.attrs.iter().zip(&values) {
             let codes = &codes[r.clone()];
             // Code 0 is unknown (null); bits and bytes are made directly.
-            let known = NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0));
+            let known =
+                NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0));
             cols.push(match values {
                 None => Arc::new(BooleanArray::new(
                     BooleanBuffer::collect_bool(codes.len(), |i| codes[i] == 2),
@@ -541,7 +538,10 @@ pub fn persons_batches(
                 Some(values) => {
                     let keys = UInt8Array::new(
                         ScalarBuffer::from(
-                            codes.iter().map(|&c| c.saturating_sub(1)).collect::<Vec<u8>>(),
+                            codes
+                                .iter()
+                                .map(|&c| c.saturating_sub(1))
+                                .collect::<Vec<u8>>(),
                         ),
                         Some(known),
                     );
