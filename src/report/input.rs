@@ -283,8 +283,9 @@ pub async fn read_records(
         })
         .buffered(parallel);
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| Error::Refused(format!("reading a drop failed: {e}")))??;
-        records.append(&chunk);
+        let (chunk, order) =
+            chunk.map_err(|e| Error::Refused(format!("reading a drop failed: {e}")))??;
+        append_in_order(&mut records, &chunk, &order);
     }
     Ok((records, orgs))
 }
@@ -314,16 +315,17 @@ fn string_values(d: &DictionaryArray<Int32Type>) -> Result<&StringArray> {
         .ok_or_else(|| Error::Refused("a drop's text column is not text".to_string()))
 }
 
-/// One drop's records, in the order "latest" needs: by month, then record
-/// key. Text columns are read as dictionaries (as Parquet stores them),
-/// so that each distinct value is looked up once a batch, not once a row.
+/// One drop's records as read, and the order "latest" needs them in: by
+/// month, then record key. Text columns are read as dictionaries (as
+/// Parquet stores them), so that each distinct value is looked up once a
+/// batch, not once a row.
 fn read_drop(
     path: &std::path::Path,
     decoder: &Decoder,
     rows: usize,
     org: u16,
     seq: u32,
-) -> Result<Records> {
+) -> Result<(Records, Vec<u32>)> {
     use datafusion::parquet::arrow::arrow_reader::{
         ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
     };
@@ -428,13 +430,35 @@ fn read_drop(
             }
         }
     }
-    let recency = |i: usize| (records.month[i], record_key[i]);
-    if (1..records.len()).all(|i| recency(i - 1) <= recency(i)) {
-        return Ok(records);
+    // The order "latest" needs, sorted as plain tuples (no lookup per
+    // comparison); the caller places the records in this order.
+    let mut keyed: Vec<(u32, u128, u32)> = (0..records.len())
+        .map(|i| (records.month[i], record_key[i], i as u32))
+        .collect();
+    drop(record_key);
+    keyed.sort_unstable();
+    let order = keyed.into_iter().map(|(_, _, i)| i).collect();
+    Ok((records, order))
+}
+
+/// Appends `src`'s records to `dst` in the order `order` (record
+/// `order[k]` of `src` becomes the `k`-th appended).
+fn append_in_order(dst: &mut Records, src: &Records, order: &[u32]) {
+    assert_eq!(dst.width, src.width, "records of one form");
+    let w = src.width;
+    dst.key_passport
+        .extend(order.iter().map(|&i| src.key_passport[i as usize]));
+    dst.key_name_dob
+        .extend(order.iter().map(|&i| src.key_name_dob[i as usize]));
+    dst.month
+        .extend(order.iter().map(|&i| src.month[i as usize]));
+    dst.drop_seq
+        .extend(order.iter().map(|&i| src.drop_seq[i as usize]));
+    dst.org.extend(order.iter().map(|&i| src.org[i as usize]));
+    for &i in order {
+        dst.codes
+            .extend_from_slice(&src.codes[i as usize * w..(i as usize + 1) * w]);
     }
-    let mut order: Vec<u32> = (0..records.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| recency(i as usize));
-    Ok(records.permuted(&order))
 }
 
 fn prefix(k: &[u8]) -> u128 {
