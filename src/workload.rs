@@ -409,8 +409,8 @@ struct Style {
 impl Style {
     fn of(i: usize) -> Self {
         Style {
-            bom: i % 3 == 0,
-            crlf: i % 2 == 0,
+            bom: i.is_multiple_of(3),
+            crlf: i.is_multiple_of(2),
             delimiter: if i % 9 == 4 { b';' } else { b',' },
             date_style: (i % 3) as u8,
             nationality_style: (i % 5) as u8,
@@ -710,6 +710,10 @@ struct FilePlan {
     records: Vec<u64>,
 }
 
+/// A planning chunk's records (file, `g << 2 | k`) and its counts:
+/// records, identified, persons by number of NGOs (1, 2, 3 or more).
+type Placed = (Vec<(u32, u64)>, [u64; 5]);
+
 /// Persons per planning chunk.
 const CHUNK: usize = 1 << 15;
 
@@ -724,7 +728,7 @@ fn plan_form(
     truth: &mut WorkloadTruth,
 ) -> Vec<FilePlan> {
     let files_per_month = spec.orgs;
-    let chunks: Vec<(Vec<(u32, u64)>, [u64; 5])> = (0..count.div_ceil(CHUNK))
+    let chunks: Vec<Placed> = (0..count.div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
             let mut placed = Vec::with_capacity(CHUNK * 5 / 4);
