@@ -63,7 +63,7 @@ pub struct WorkloadSpec {
 
 /// Persons and respondents together must stay below this (the number
 /// space the names and birth dates are drawn from one-to-one).
-pub const MAX_PERSONS: usize = 500_000_000;
+pub const MAX_PERSONS: usize = 200_000_000;
 
 impl WorkloadSpec {
     /// The last month.
