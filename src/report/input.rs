@@ -1,5 +1,6 @@
-//! The report's input: the store's current drops of the window, scanned by
-//! DataFusion as Parquet, and the linked persons registered as views.
+//! The report's input: the store's current drops of the window, decoded
+//! for linkage by the Parquet reader DataFusion is built on and registered
+//! in DataFusion as views, with the linked persons as tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
