@@ -3,7 +3,8 @@
 //!
 //! The modules follow the data's flow (DESIGN.md): raw records in
 //! ([`raw`]), pseudonymise ([`pseudonymise`], under a [`key`]), drops
-//! ([`drop`]), and the synthetic data that demonstrates it ([`synth`]).
+//! ([`drop`]), and the synthetic data that demonstrates it ([`synth`]) or
+//! loads it at any size ([`workload`]).
 
 pub mod audit;
 pub mod cubes;
@@ -19,5 +20,6 @@ pub mod schema;
 pub mod store;
 pub mod synth;
 pub mod template;
+pub mod workload;
 
 pub use error::{Error, Result};

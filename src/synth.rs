@@ -179,7 +179,7 @@ enum Cell {
     Date(NaiveDate),
 }
 
-const IDN_GIVEN: &[&str] = &[
+pub(crate) const IDN_GIVEN: &[&str] = &[
     "Siti",
     "Sri",
     "Dewi",
@@ -211,7 +211,7 @@ const IDN_GIVEN: &[&str] = &[
     "Suparti",
     "Winarti",
 ];
-const IDN_FAMILY: &[&str] = &[
+pub(crate) const IDN_FAMILY: &[&str] = &[
     "Rahmawati",
     "Susilowati",
     "Handayani",
@@ -238,12 +238,12 @@ const IDN_FAMILY: &[&str] = &[
     "Susanti",
     "Lestari",
 ];
-const PHL_GIVEN: &[&str] = &[
+pub(crate) const PHL_GIVEN: &[&str] = &[
     "Maria", "Rosalie", "Marites", "Jocelyn", "Lorna", "Marilou", "Rowena", "Jennifer", "Cristina",
     "Grace", "Mary Ann", "Evelyn", "Gina", "Analyn", "Rhea", "Jovelyn", "Josefina", "Leonora",
     "Rosario", "Teresita", "Mylene", "Arlene", "Charito", "Nenita", "Lovely", "Jonalyn",
 ];
-const PHL_FAMILY: &[&str] = &[
+pub(crate) const PHL_FAMILY: &[&str] = &[
     "Dela Cruz",
     "Santos",
     "Reyes",
@@ -272,7 +272,7 @@ const PHL_FAMILY: &[&str] = &[
     "Sto. Tomas",
     "Delos Santos",
 ];
-const OTHER: &[(&str, &[&str], &[&str])] = &[
+pub(crate) const OTHER: &[(&str, &[&str], &[&str])] = &[
     (
         "VNM",
         &["Lan", "Hương", "Thảo", "Ngọc Anh", "Mai"],
@@ -306,7 +306,7 @@ const OTHER: &[(&str, &[&str], &[&str])] = &[
 ];
 
 /// Spellings a given nationality can take in raw files, by style.
-fn nationality_text(alpha3: &str, style: u8, rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn nationality_text(alpha3: &str, style: u8, rng: &mut ChaCha8Rng) -> String {
     let c = crate::pseudonymise::country::by_alpha3(alpha3).expect("known country");
     match style {
         0 => c.name.to_string(),
@@ -322,34 +322,38 @@ fn nationality_text(alpha3: &str, style: u8, rng: &mut ChaCha8Rng) -> String {
     }
 }
 
+/// Other spellings of pool names that normalise to the same tokens
+/// (particles, hyphens, marks); `respell` keeps only those that do.
+pub(crate) const RESPELLINGS: &[(&str, &[&str])] = &[
+    (
+        "Dela Cruz",
+        &["De la Cruz", "Dela-Cruz", "DelaCruz", "dela cruz"],
+    ),
+    ("Sta. Maria", &["Santa Maria", "Sta Maria", "STA. MARIA"]),
+    ("Sto. Tomas", &["Santo Tomas", "Sto Tomas"]),
+    ("Del Rosario", &["Del-Rosario", "del Rosario"]),
+    ("Delos Santos", &["De los Santos", "Delos-Santos"]),
+    ("De Leon", &["De-Leon", "DeLeon"]),
+    ("De Guzman", &["De-Guzman", "DeGuzman", "de guzman"]),
+    ("Peñaflor", &["Penaflor", "PEÑAFLOR"]),
+    ("Dela Peña", &["De la Pena", "Dela Pena", "Dela-Peña"]),
+    ("Mary Ann", &["Mary-Ann", "Maryann"]),
+    ("Nur Aini", &["Nur-Aini"]),
+    ("Hương", &["Huong"]),
+    ("Thảo", &["Thao"]),
+    ("Ngọc Anh", &["Ngoc Anh", "Ngọc-Anh"]),
+    ("Nguyễn Thị", &["Nguyen Thi", "NGUYỄN THỊ"]),
+    ("Trần Thị", &["Tran Thi"]),
+    ("Lê Thị", &["Le Thi"]),
+    ("Phạm", &["Pham"]),
+    ("Aye Aye", &["Aye-Aye"]),
+];
+
 /// Writes another spelling of a name that normalises to the same tokens:
 /// case, particles ("Sta." / "Santa", "Dela" / "De la"), hyphens, marks.
 fn respell(name: &str, upper: bool, rng: &mut ChaCha8Rng) -> String {
     let mut s = name.to_string();
-    let swaps: &[(&str, &[&str])] = &[
-        (
-            "Dela Cruz",
-            &["De la Cruz", "Dela-Cruz", "DelaCruz", "dela cruz"],
-        ),
-        ("Sta. Maria", &["Santa Maria", "Sta Maria", "STA. MARIA"]),
-        ("Sto. Tomas", &["Santo Tomas", "Sto Tomas"]),
-        ("Del Rosario", &["Del-Rosario", "del Rosario"]),
-        ("Delos Santos", &["De los Santos", "Delos-Santos"]),
-        ("De Leon", &["De-Leon", "DeLeon"]),
-        ("De Guzman", &["De-Guzman", "DeGuzman", "de guzman"]),
-        ("Peñaflor", &["Penaflor", "PEÑAFLOR"]),
-        ("Dela Peña", &["De la Pena", "Dela Pena", "Dela-Peña"]),
-        ("Mary Ann", &["Mary-Ann", "Maryann"]),
-        ("Nur Aini", &["Nur-Aini"]),
-        ("Hương", &["Huong"]),
-        ("Thảo", &["Thao"]),
-        ("Ngọc Anh", &["Ngoc Anh", "Ngọc-Anh"]),
-        ("Nguyễn Thị", &["Nguyen Thi", "NGUYỄN THỊ"]),
-        ("Trần Thị", &["Tran Thi"]),
-        ("Lê Thị", &["Le Thi"]),
-        ("Phạm", &["Pham"]),
-        ("Aye Aye", &["Aye-Aye"]),
-    ];
+    let swaps = RESPELLINGS;
     if rng.random_bool(0.5)
         && let Some((_, alts)) = swaps.iter().find(|(canon, _)| *canon == name)
     {
@@ -367,7 +371,7 @@ fn respell(name: &str, upper: bool, rng: &mut ChaCha8Rng) -> String {
     s
 }
 
-fn format_date(d: NaiveDate, style: u8) -> String {
+pub(crate) fn format_date(d: NaiveDate, style: u8) -> String {
     match style {
         0 => d.format("%Y-%m-%d").to_string(),
         1 => d.format("%d/%m/%Y").to_string(),
@@ -375,7 +379,7 @@ fn format_date(d: NaiveDate, style: u8) -> String {
     }
 }
 
-fn format_passport(p: &str, rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn format_passport(p: &str, rng: &mut ChaCha8Rng) -> String {
     match rng.random_range(0..5) {
         0 => p.to_lowercase(),
         1 if p.len() > 4 => format!("{} {}", &p[..1], &p[1..]),

@@ -13,7 +13,7 @@ use safetally::schema::Role;
 
 use crate::util::{DropData, World, finish};
 
-fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -28,7 +28,7 @@ fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 /// Every identity value of the raw files, raw and normalised.
-fn identity_values(raw_dir: &Path) -> BTreeSet<String> {
+pub(crate) fn identity_values(raw_dir: &Path) -> BTreeSet<String> {
     let mut values = BTreeSet::new();
     for path in files_under(raw_dir, ".csv")
         .into_iter()
@@ -92,7 +92,7 @@ fn identity_values(raw_dir: &Path) -> BTreeSet<String> {
 
 /// Scans a text for identity values: as whole words (names, tokens) and as
 /// substrings (dates and passports, which hold no spaces or letters alone).
-fn leaks_in_text(text: &str, values: &BTreeSet<String>) -> Vec<String> {
+pub(crate) fn leaks_in_text(text: &str, values: &BTreeSet<String>) -> Vec<String> {
     let lower = text.to_lowercase();
     let words: BTreeSet<&str> = lower
         .split(|c: char| !c.is_alphanumeric() && c != '-' && c != '/')

@@ -9,4 +9,5 @@ mod normalisation;
 mod properties;
 mod report;
 mod store;
+mod synth;
 mod util;

@@ -36,7 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         None => Vec::new(),
     };
+    let bar = super::spinner("auditing every withheld count");
     let a = audit(&tables, &params, &earlier);
+    bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     let show = |f: &Finding| {
         let high = f.high.map_or("unbounded".to_string(), |h| h.to_string());

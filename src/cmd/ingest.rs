@@ -32,13 +32,21 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     let mut out = std::io::stdout().lock();
     let mut failed = None;
+    let bar = indicatif::ProgressBar::new(sources.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "ingesting {bar:40} {human_pos}/{human_len} drops ({eta} left)",
+        )
+        .expect("valid template"),
+    );
     let offered = ingest(&store, &sources, |o| {
+        bar.inc(1);
         if failed.is_none()
-            && let Err(e) = print_one(&mut out, o)
+            && let Err(e) = bar.suspend(|| print_one(&mut out, o))
         {
             failed = Some(e);
         }
     })?;
+    bar.finish_and_clear();
     if let Some(e) = failed {
         return Err(e.into());
     }

@@ -9,6 +9,7 @@ mod keygen;
 mod pseudonymise;
 mod report;
 mod store;
+mod synth;
 mod template;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ enum Command {
     Report(report::Args),
     Audit(audit::Args),
     Demo(demo::Args),
+    Synth(synth::Args),
 }
 
 /// Runs the chosen subcommand; returns the exit code for a run that
@@ -54,7 +56,22 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Report(a) => report::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Synth(a) => synth::run(a),
     }
+}
+
+/// A spinner on stderr with the elapsed time and a message, ticking by
+/// itself (for steps whose length is not known). Like every progress bar
+/// here it is hidden when stderr is not a terminal, so logs and pipes get
+/// only the command's own lines.
+pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .expect("valid template"),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// Where the key comes from: `--key FILE` or the environment variable.

@@ -53,7 +53,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         inputs: args.inputs,
         today: chrono::Utc::now().date_naive(),
     };
-    let outcome = job.run(&key)?;
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} pseudonymising: {human_pos} rows coded ({per_sec}, {elapsed})",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let outcome = job.run_with_progress(&key, &|rows| bar.inc(rows))?;
+    bar.finish_and_clear();
     if !outcome.problems.is_empty() {
         eprintln!(
             "{} row(s) have problems ({} problem(s) in all):",

@@ -38,8 +38,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Some(p) => Config::read(p)?,
         None => Config::default(),
     };
+    let bar = super::spinner(format!(
+        "reading, linking and counting {} to {}",
+        args.from, args.to
+    ));
     let report = build(&store, args.from, args.to, config)?;
+    bar.set_message("writing and auditing the report");
+    let t = std::time::Instant::now();
     let out = publish(&store, &report, &args.out, args.force)?;
+    safetally::report::input::trace("write and audit", t);
+    bar.finish_and_clear();
     for h in headlines(&report) {
         println!("{h}");
     }

@@ -103,7 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             for done in recover(&store)? {
                 eprintln!("recovered: {done}");
             }
+            let bar = super::spinner("checking every filed drop against the ledger");
             let v = verify(&store)?;
+            bar.finish_and_clear();
             let mut out = std::io::stdout().lock();
             for p in &v.problems {
                 writeln!(out, "PROBLEM {p}")?;

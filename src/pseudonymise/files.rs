@@ -67,6 +67,15 @@ impl Job {
 
     /// Runs the job.
     pub fn run(&self, key: &TaskForceKey) -> Result<JobOutcome> {
+        self.run_with_progress(key, &|_| {})
+    }
+
+    /// Runs the job, calling `progress` with the rows of each batch coded.
+    pub fn run_with_progress(
+        &self,
+        key: &TaskForceKey,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<JobOutcome> {
         if self.inputs.is_empty() {
             return Err(Error::Usage("no input file given".into()));
         }
@@ -115,8 +124,12 @@ impl Job {
         // The drop is written while rows are coded, to a temporary file
         // that is dropped (removed) if rows are rejected without
         // --allow-rejects.
-        let (writer, outcome) =
-            p.run_into(&inputs, || drop::DropWriter::create(&self.out_dir, &meta))?;
+        let (Counted(writer, _), outcome) = p.run_into(&inputs, || {
+            Ok(Counted(
+                drop::DropWriter::create(&self.out_dir, &meta)?,
+                progress,
+            ))
+        })?;
         let mut result = JobOutcome {
             drop: None,
             rejects_report: None,
@@ -144,6 +157,16 @@ impl Job {
         meta.rejected_rows = outcome.rejected_rows as u64;
         result.drop = Some(writer.finish(&meta, self.force)?);
         Ok(result)
+    }
+}
+
+/// A sink that reports the rows of each batch it passes on.
+struct Counted<'a, S>(S, &'a (dyn Fn(u64) + Sync));
+
+impl<S: super::BatchSink> super::BatchSink for Counted<'_, S> {
+    fn write(&mut self, batch: arrow_array::RecordBatch) -> Result<()> {
+        (self.1)(batch.num_rows() as u64);
+        self.0.write(batch)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The report's input: the store's current drops of the window, scanned by
-//! DataFusion as Parquet, and the linked persons registered as views.
+//! The report's input: the store's current drops of the window, decoded
+//! for linkage by the Parquet reader DataFusion is built on and registered
+//! in DataFusion as views, with the linked persons as tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,11 +9,12 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch,
     StringArray, UInt8Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt8Type};
 use datafusion::catalog::MemTable;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
 use futures::StreamExt;
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::link::{Persons, Records, Rule, link};
@@ -170,6 +172,34 @@ pub async fn records_frame(
     Ok(frame)
 }
 
+/// With `SAFETALLY_TRACE` set, prints a stage's wall time and the
+/// process's CPU time so far to stderr (for profiling; times and counts
+/// only).
+pub fn trace(stage: &str, since: std::time::Instant) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("SAFETALLY_TRACE").is_some()) {
+        return;
+    }
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (f.len() == 2).then(|| (f[0] + f[1]) as f64 / 100.0)
+        })
+        .unwrap_or(0.0);
+    eprintln!(
+        "trace: {stage}: {:.3} s (process CPU so far {cpu:.2} s)",
+        since.elapsed().as_secs_f64()
+    );
+}
+
 /// A DataFusion error as ours.
 pub fn df_err(e: datafusion::error::DataFusionError) -> Error {
     Error::Refused(format!("the query engine failed: {e}"))
@@ -215,14 +245,13 @@ impl Decoder {
     }
 }
 
-/// Reads a form's drops into codes: DataFusion streams each drop's Parquet
-/// file, as many drops at a time as there are cores (so that only those
-/// are in memory, not every drop of the window at once), and the records
-/// are placed drop after drop into room reserved from the ledger's row
-/// counts. Returns the records and the organisations `Records::org`
-/// indexes.
+/// Reads a form's drops into codes: each drop's Parquet file is decoded
+/// by the Parquet reader DataFusion is built on (arrow-rs), as many drops
+/// at a time as there are cores (so that only those are in memory, not
+/// every drop of the window at once), and the records are placed drop
+/// after drop into room reserved from the ledger's row counts. Returns the
+/// records and the organisations `Records::org` indexes.
 pub async fn read_records(
-    ctx: &SessionContext,
     store: &Store,
     drops: &[&InputDrop],
     attrs: &[Attr],
@@ -249,46 +278,91 @@ pub async fn read_records(
     let mut chunks = futures::stream::iter(drops.iter().zip(org_of_drop))
         .map(|(d, org)| {
             let path = resolve(store.root(), &d.path);
-            let ctx = ctx.clone();
             let decoder = decoder.clone();
             let (rows, seq) = (d.rows as usize, d.ledger_seq as u32);
-            tokio::spawn(async move {
-                let path = path.to_str().ok_or_else(|| {
-                    Error::Usage(format!("the store's path {} is not UTF-8", path.display()))
-                })?;
-                let stream = ctx
-                    .read_parquet(path, ParquetReadOptions::default())
-                    .await
-                    .map_err(df_err)?
-                    .execute_stream()
-                    .await
-                    .map_err(df_err)?;
-                read_drop(stream, &decoder, rows, org, seq).await
-            })
+            tokio::task::spawn_blocking(move || read_drop(&path, &decoder, rows, org, seq))
         })
         .buffered(parallel);
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| Error::Refused(format!("reading a drop failed: {e}")))??;
-        records.append(&chunk);
+        let (chunk, order) =
+            chunk.map_err(|e| Error::Refused(format!("reading a drop failed: {e}")))??;
+        append_in_order(&mut records, &chunk, &order);
     }
     Ok((records, orgs))
 }
 
-/// One drop's records, in the order "latest" needs: by month, then record
-/// key.
-async fn read_drop(
-    mut stream: SendableRecordBatchStream,
+/// The codes of a dictionary's values: `codes[key]` (0 for a value not
+/// allowed, which the caller refuses when a row uses it).
+fn dictionary_codes(values: &StringArray, lookup: &FxHashMap<&'static str, u8>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend((0..values.len()).map(|i| {
+        if values.is_valid(i) {
+            lookup.get(values.value(i)).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }));
+}
+
+/// A dictionary column of a batch: its keys and its values.
+fn dictionary<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a DictionaryArray<Int32Type>> {
+    column::<DictionaryArray<Int32Type>>(batch, name)
+}
+
+fn string_values(d: &DictionaryArray<Int32Type>) -> Result<&StringArray> {
+    d.values()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Refused("a drop's text column is not text".to_string()))
+}
+
+/// One drop's records as read, and the order "latest" needs them in: by
+/// month, then record key. Text columns are read as dictionaries (as
+/// Parquet stores them), so that each distinct value is looked up once a
+/// batch, not once a row.
+fn read_drop(
+    path: &std::path::Path,
     decoder: &Decoder,
     rows: usize,
     org: u16,
     seq: u32,
-) -> Result<Records> {
+) -> Result<(Records, Vec<u32>)> {
+    use datafusion::parquet::arrow::arrow_reader::{
+        ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    };
+    let refused = |e: &dyn std::fmt::Display| {
+        Error::Refused(format!("cannot read the drop {}: {e}", path.display()))
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| refused(&e))?;
+    // The file's own columns, text read as dictionaries.
+    let hinted: Vec<Field> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8),
+            )),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted)));
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|e| refused(&e))?
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| refused(&e))?;
     let mut records = Records::with_capacity(decoder.attrs.len(), rows);
     let mut record_key: Vec<u128> = Vec::with_capacity(rows);
-    // event_month is usually one value a drop: parse it once.
-    let mut last_month: Option<(String, u32)> = None;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(df_err)?;
+    let mut codes_of_key: Vec<u8> = Vec::new();
+    let mut months_of_key: Vec<u32> = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| refused(&e))?;
         let n = batch.num_rows();
         let keys = |name: &str, out: &mut Vec<u128>| -> Result<()> {
             let a = column::<FixedSizeBinaryArray>(&batch, name)?;
@@ -298,19 +372,27 @@ async fn read_drop(
         keys("key_passport", &mut records.key_passport)?;
         keys("key_name_dob", &mut records.key_name_dob)?;
         keys("record_key", &mut record_key)?;
-        let months = column::<StringArray>(&batch, "event_month")?;
+        let months = dictionary(&batch, "event_month")?;
+        let values = string_values(months)?;
+        months_of_key.clear();
+        for i in 0..values.len() {
+            months_of_key.push(if values.is_valid(i) {
+                month_index(values.value(i)).unwrap_or(u32::MAX)
+            } else {
+                u32::MAX
+            });
+        }
         for i in 0..n {
-            let text = months.value(i);
-            let m = match &last_month {
-                Some((t, m)) if t == text => *m,
-                _ => {
-                    let m = month_index(text).ok_or_else(|| {
-                        Error::Refused("a drop holds a malformed event_month".to_string())
-                    })?;
-                    last_month = Some((text.to_string(), m));
-                    m
-                }
+            let m = if months.is_valid(i) {
+                months_of_key[months.keys().value(i) as usize]
+            } else {
+                u32::MAX
             };
+            if m == u32::MAX {
+                return Err(Error::Refused(
+                    "a drop holds a malformed event_month".to_string(),
+                ));
+            }
             records.month.push(m);
         }
         records.drop_seq.resize(records.drop_seq.len() + n, seq);
@@ -323,14 +405,18 @@ async fn read_drop(
             let out = rows.iter_mut().skip(a).step_by(width);
             match lookup {
                 Some(map) => {
-                    let v = column::<StringArray>(&batch, name)?;
+                    let v = dictionary(&batch, name)?;
+                    dictionary_codes(string_values(v)?, map, &mut codes_of_key);
+                    let keys = v.keys();
                     for (i, out) in out.enumerate() {
-                        if v.is_valid(i) {
-                            *out = *map.get(v.value(i)).ok_or_else(|| {
-                                Error::Refused(format!(
+                        if keys.is_valid(i) {
+                            let code = codes_of_key[keys.value(i) as usize];
+                            if code == 0 {
+                                return Err(Error::Refused(format!(
                                     "a drop holds a value of {name} that its form does not allow"
-                                ))
-                            })?;
+                                )));
+                            }
+                            *out = code;
                         }
                     }
                 }
@@ -345,13 +431,35 @@ async fn read_drop(
             }
         }
     }
-    let recency = |i: usize| (records.month[i], record_key[i]);
-    if (1..records.len()).all(|i| recency(i - 1) <= recency(i)) {
-        return Ok(records);
+    // The order "latest" needs, sorted as plain tuples (no lookup per
+    // comparison); the caller places the records in this order.
+    let mut keyed: Vec<(u32, u128, u32)> = (0..records.len())
+        .map(|i| (records.month[i], record_key[i], i as u32))
+        .collect();
+    drop(record_key);
+    keyed.sort_unstable();
+    let order = keyed.into_iter().map(|(_, _, i)| i).collect();
+    Ok((records, order))
+}
+
+/// Appends `src`'s records to `dst` in the order `order` (record
+/// `order[k]` of `src` becomes the `k`-th appended).
+fn append_in_order(dst: &mut Records, src: &Records, order: &[u32]) {
+    assert_eq!(dst.width, src.width, "records of one form");
+    let w = src.width;
+    dst.key_passport
+        .extend(order.iter().map(|&i| src.key_passport[i as usize]));
+    dst.key_name_dob
+        .extend(order.iter().map(|&i| src.key_name_dob[i as usize]));
+    dst.month
+        .extend(order.iter().map(|&i| src.month[i as usize]));
+    dst.drop_seq
+        .extend(order.iter().map(|&i| src.drop_seq[i as usize]));
+    dst.org.extend(order.iter().map(|&i| src.org[i as usize]));
+    for &i in order {
+        dst.codes
+            .extend_from_slice(&src.codes[i as usize * w..(i as usize + 1) * w]);
     }
-    let mut order: Vec<u32> = (0..records.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| recency(i as usize));
-    Ok(records.permuted(&order))
 }
 
 fn prefix(k: &[u8]) -> u128 {
@@ -370,10 +478,9 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
 }
 
 /// The persons table of a form: one row per person, in batches of
-/// `chunk`. The batches are built from the last one back, and each part of
-/// `persons` is given back as soon as it is in a batch.
+/// `chunk`, built in parallel.
 pub fn persons_batches(
-    mut persons: Persons,
+    persons: Persons,
     attrs: &[Attr],
     chunk: usize,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
@@ -417,8 +524,7 @@ pub fn persons_batches(
     } else {
         (0..n).step_by(chunk.max(1)).collect()
     };
-    let mut batches = Vec::with_capacity(starts.len());
-    for &start in starts.iter().rev() {
+    let batch = |start: usize| -> Result<RecordBatch> {
         let r = start..n.min(start + chunk.max(1));
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(
@@ -436,17 +542,34 @@ pub fn persons_batches(
             Arc::new(StringArray::from_iter_values(
                 persons.last_month[r.clone()].iter().map(text),
             )),
-            Arc::new(BooleanArray::from(persons.anonymous[r.clone()].to_vec())),
+            {
+                let anonymous = &persons.anonymous[r.clone()];
+                Arc::new(BooleanArray::new(
+                    BooleanBuffer::collect_bool(anonymous.len(), |i| anonymous[i]),
+                    None,
+                ))
+            },
         ];
         for (codes, values) in persons.attrs.iter().zip(&values) {
             let codes = &codes[r.clone()];
+            // Code 0 is unknown (null); bits and bytes are made directly.
+            let known =
+                NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0));
             cols.push(match values {
-                None => Arc::new(BooleanArray::from_iter(
-                    codes.iter().map(|&c| (c != 0).then_some(c == 2)),
+                None => Arc::new(BooleanArray::new(
+                    BooleanBuffer::collect_bool(codes.len(), |i| codes[i] == 2),
+                    Some(known),
                 )),
                 Some(values) => {
-                    let keys =
-                        UInt8Array::from_iter(codes.iter().map(|&c| (c != 0).then(|| c - 1)));
+                    let keys = UInt8Array::new(
+                        ScalarBuffer::from(
+                            codes
+                                .iter()
+                                .map(|&c| c.saturating_sub(1))
+                                .collect::<Vec<u8>>(),
+                        ),
+                        Some(known),
+                    );
                     Arc::new(
                         DictionaryArray::<UInt8Type>::try_new(keys, values.clone())
                             .map_err(|e| Error::Refused(e.to_string()))?,
@@ -454,13 +577,14 @@ pub fn persons_batches(
                 }
             });
         }
-        batches.push(
-            RecordBatch::try_new(schema.clone(), cols)
-                .map_err(|e| Error::Refused(e.to_string()))?,
-        );
-        persons.truncate(start);
-    }
-    batches.reverse();
+        RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Refused(e.to_string()))
+    };
+    // Batches are built in parallel, in order.
+    let batches = starts
+        .par_iter()
+        .map(|&start| batch(start))
+        .collect::<Result<Vec<_>>>()?;
+    drop(persons);
     Ok((schema, batches))
 }
 
@@ -490,9 +614,13 @@ pub async fn register_form(
     form: Form,
 ) -> Result<LinkStats> {
     let attrs = attributes(form);
+    let t = std::time::Instant::now();
     let frame = records_frame(ctx, store, drops, form).await?;
+    trace(&format!("{form}: plan the records view"), t);
+    let t = std::time::Instant::now();
     let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
-    let (records, orgs) = read_records(ctx, store, &form_drops, &attrs).await?;
+    let (records, orgs) = read_records(store, &form_drops, &attrs).await?;
+    trace(&format!("{form}: read the records"), t);
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
         per_org[o as usize] += 1;
@@ -504,7 +632,10 @@ pub async fn register_form(
         .collect();
     let n_records = records.len();
     let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
+    let t = std::time::Instant::now();
     let persons = link(records, &rules);
+    trace(&format!("{form}: link"), t);
+    let t = std::time::Instant::now();
     let stats = LinkStats {
         records: n_records as u64,
         persons: persons.len() as u64,
@@ -521,6 +652,7 @@ pub async fn register_form(
         parts[i % partitions].push(b);
     }
     let table = MemTable::try_new(schema, parts).map_err(df_err)?;
+    trace(&format!("{form}: persons table"), t);
     let code = form.code();
     ctx.register_table(format!("{code}_persons"), Arc::new(table))
         .map_err(df_err)?;

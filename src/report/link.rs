@@ -206,6 +206,30 @@ impl Persons {
         self.records.is_empty()
     }
 
+    /// Room for `n` persons with `attrs` attributes.
+    fn with_capacity(attrs: usize, n: usize) -> Self {
+        Persons {
+            records: Vec::with_capacity(n),
+            organisations: Vec::with_capacity(n),
+            first_month: Vec::with_capacity(n),
+            last_month: Vec::with_capacity(n),
+            anonymous: Vec::with_capacity(n),
+            attrs: (0..attrs).map(|_| Vec::with_capacity(n)).collect(),
+        }
+    }
+
+    /// Appends `other`'s persons after these.
+    fn extend(&mut self, other: Persons) {
+        self.records.extend(other.records);
+        self.organisations.extend(other.organisations);
+        self.first_month.extend(other.first_month);
+        self.last_month.extend(other.last_month);
+        self.anonymous.extend(other.anonymous);
+        for (a, b) in self.attrs.iter_mut().zip(other.attrs) {
+            a.extend(b);
+        }
+    }
+
     /// Shortens every column to the first `n` persons and gives the rest
     /// of their memory back.
     pub fn truncate(&mut self, n: usize) {
@@ -319,47 +343,55 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
     }
     drop((order, person));
 
-    let mut out = Persons {
-        records: Vec::with_capacity(p),
-        organisations: Vec::with_capacity(p),
-        first_month: Vec::with_capacity(p),
-        last_month: Vec::with_capacity(p),
-        anonymous: Vec::with_capacity(p),
-        attrs: (0..rules.len()).map(|_| Vec::with_capacity(p)).collect(),
-    };
-    let mut orgs: Vec<u16> = Vec::new();
-    let mut tally: Vec<(u8, u32, usize)> = Vec::new();
-    let mut rows: Vec<u8> = Vec::new();
-    for k in 0..p {
-        let group = &grouped[start[k] as usize..start[k + 1] as usize];
-        out.records.push(group.len() as u32);
-        let first = group[0] as usize;
-        let last = group[group.len() - 1] as usize;
-        out.first_month.push(month[first]);
-        out.last_month.push(month[last]);
-        out.anonymous.push(group.len() == 1 && keyless[first]);
-        if group.len() == 1 {
-            out.organisations.push(1);
-            let row = &codes[first * width..(first + 1) * width];
-            for (out, &v) in out.attrs.iter_mut().zip(row) {
-                out.push(v);
+    // Persons are resolved in parallel, a range of them per task, and the
+    // ranges put together in order.
+    let chunk = (p / (4 * rayon::current_num_threads()).max(1)).clamp(1 << 12, 1 << 20);
+    let parts: Vec<Persons> = (0..p.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let range = c * chunk..((c + 1) * chunk).min(p);
+            let mut out = Persons::with_capacity(rules.len(), range.len());
+            let mut orgs: Vec<u16> = Vec::new();
+            let mut tally: Vec<(u8, u32, usize)> = Vec::new();
+            let mut rows: Vec<u8> = Vec::new();
+            for k in range {
+                let group = &grouped[start[k] as usize..start[k + 1] as usize];
+                out.records.push(group.len() as u32);
+                let first = group[0] as usize;
+                let last = group[group.len() - 1] as usize;
+                out.first_month.push(month[first]);
+                out.last_month.push(month[last]);
+                out.anonymous.push(group.len() == 1 && keyless[first]);
+                if group.len() == 1 {
+                    out.organisations.push(1);
+                    let row = &codes[first * width..(first + 1) * width];
+                    for (out, &v) in out.attrs.iter_mut().zip(row) {
+                        out.push(v);
+                    }
+                    continue;
+                }
+                orgs.clear();
+                orgs.extend(group.iter().map(|&i| org[i as usize]));
+                orgs.sort_unstable();
+                orgs.dedup();
+                out.organisations.push(orgs.len() as u16);
+                // The group's rows side by side, then each attribute down them.
+                rows.clear();
+                for &i in group {
+                    rows.extend_from_slice(&codes[i as usize * width..(i as usize + 1) * width]);
+                }
+                for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
+                    let values = rows.iter().skip(a).step_by(width).copied();
+                    out.push(resolve(values, *rule, &mut tally));
+                }
             }
-            continue;
-        }
-        orgs.clear();
-        orgs.extend(group.iter().map(|&i| org[i as usize]));
-        orgs.sort_unstable();
-        orgs.dedup();
-        out.organisations.push(orgs.len() as u16);
-        // The group's rows side by side, then each attribute down them.
-        rows.clear();
-        for &i in group {
-            rows.extend_from_slice(&codes[i as usize * width..(i as usize + 1) * width]);
-        }
-        for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
-            let values = rows.iter().skip(a).step_by(width).copied();
-            out.push(resolve(values, *rule, &mut tally));
-        }
+            out
+        })
+        .collect();
+    drop((grouped, codes, org, keyless, month));
+    let mut out = Persons::with_capacity(rules.len(), p);
+    for part in parts {
+        out.extend(part);
     }
     out
 }

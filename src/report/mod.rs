@@ -238,7 +238,10 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
         .worker_threads(threads)
         .build()
         .map_err(|e| Error::io("cannot start the query engine", e))?;
+    let t = std::time::Instant::now();
     let (linkage, mut tables) = runtime.block_on(run(store, &inputs, &specs, from, to))?;
+    input::trace("read, link and count", t);
+    let t0 = std::time::Instant::now();
     let t = config.thresholds();
     disclosure::primary(&mut tables, &t);
     let nested = release::nested_releases(&state, store, from, to)?;
@@ -261,6 +264,7 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
         disclosure::round(&mut tables, base);
     }
     disclosure::percentages(&mut tables, &t);
+    input::trace("suppression", t0);
     Ok(Report {
         config,
         from,
@@ -299,8 +303,10 @@ async fn run(
     }
     let months = months(from, to);
     let mut out = Vec::with_capacity(specs.len());
+    let t = std::time::Instant::now();
     for spec in specs {
         out.push(tables::run_query(&ctx, spec, &months).await?);
     }
+    input::trace("the queries", t);
     Ok((linkage, out))
 }
