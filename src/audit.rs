@@ -625,7 +625,7 @@ impl<'a> Group<'a> {
             return;
         }
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
-        let cache: std::cell::RefCell<HashMap<usize, Vec<Move>>> = Default::default();
+        let cache: std::cell::RefCell<rustc_hash::FxHashMap<usize, Vec<Move>>> = Default::default();
         for &v in vars {
             if self.known.settles(v, min, width) {
                 continue;

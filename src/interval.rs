@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use microlp::{ComparisonOp, OptimizationDirection, Problem, Solution, Variable};
 
 /// How a relation compares its left side with its right.
@@ -360,7 +362,7 @@ impl System {
 /// out, found without a program of their own.
 pub struct Witnesses {
     /// Position of each variable of the group.
-    index: HashMap<usize, usize>,
+    index: FxHashMap<usize, usize>,
     /// The first solution, over the group in order.
     base: Option<Vec<i64>>,
     /// Every later solution, as the values where it differs from `base`.

@@ -9,25 +9,33 @@
 //!    the same cell in an earlier release over a nested window (one
 //!    containing this one, or inside it) is suppressed: the difference
 //!    would count a small group.
-//! 2. While a line holds exactly one suppressed cell (which is then the
+//! 2. The hypercube method: each small suppressed cell, smallest first,
+//!    gets the cheapest cube through it ([`crate::cubes`]: cells whose
+//!    signed change keeps every margin) in which every cell that falls
+//!    while it rises to `min_count` and by `protection` has that much room;
+//!    fewest new cells, then smallest sum of counts, then identities. A
+//!    cube of cells already suppressed costs nothing.
+//! 3. While a line holds exactly one suppressed cell (which is then the
 //!    margin minus the rest), one more cell of it is suppressed.
-//! 3. The suppressed cells fall into groups joined by the lines they
+//! 4. The suppressed cells fall into groups joined by the lines they
 //!    share. For each group (in parallel; a group already found sound is
 //!    not checked again) the reader's system is solved: every suppressed
 //!    cell's whole-number range must reach `min_count` and be at least
 //!    `protection` wide, and no line's suppressed cells may add up to a
 //!    number from 1 to `min_count - 1` that the reader can work out. The
-//!    true table and each solution the solver returns are solutions a
-//!    reader cannot rule out, so a cell they already show wide enough
-//!    needs no program of its own.
-//! 4. For each failure, in the order of the cells' identities, one more
-//!    cell is suppressed: in the failing cell's most exposed line (fewest
-//!    suppressed cells), else in its suppressed neighbours' lines, else in
-//!    any line with a suppressed cell; the candidate that leaves the fewest
-//!    lines with a lone suppressed cell, then the smallest count, inner
-//!    cells before margins, then by identity. Zeros are never chosen while
-//!    zeros are published (a reader knows every suppressed count is then at
-//!    least 1). Then back to 2, until nothing fails.
+//!    true table, the tables reached from it along cubes of suppressed
+//!    cells, and each solution the solver returns are solutions a reader
+//!    cannot rule out, so a cell they already show wide enough needs no
+//!    program of its own.
+//! 5. For each failure, in the order of the cells' identities, the
+//!    cheapest cube through it is suppressed; where none fits, one more
+//!    cell: in the failing cell's most exposed line (fewest suppressed
+//!    cells), else in its suppressed neighbours' lines, else in any line
+//!    with a suppressed cell; the candidate that leaves the fewest lines
+//!    with a lone suppressed cell, then the smallest count, inner cells
+//!    before margins, then by identity. Zeros are never chosen while zeros
+//!    are published (a reader knows every suppressed count is then at
+//!    least 1). Then back to 3, until nothing fails.
 //!
 //! Choices depend on counts and identities (labels), never on the order
 //! of rows or categories, so reordering them gives the same pattern.
@@ -531,7 +539,7 @@ impl Grid {
 
     /// Cubes through `c` of suppressed cells of the group `local` (cell to
     /// variable), as moves over the group's variables.
-    fn moves(&self, c: usize, local: &HashMap<usize, usize>) -> Vec<Vec<(usize, i64)>> {
+    fn moves(&self, c: usize, local: &rustc_hash::FxHashMap<usize, usize>) -> Vec<Vec<(usize, i64)>> {
         const MOST: usize = 48;
         let mut out = Vec::new();
         self.each_cube(
@@ -658,7 +666,7 @@ impl Grid {
         }
         let lower = if p.zeros_published { 1 } else { 0 };
         let mut sys = System::new();
-        let local: HashMap<usize, usize> = comp
+        let local: rustc_hash::FxHashMap<usize, usize> = comp
             .iter()
             .map(|&c| (c, sys.add_var(lower, None)))
             .collect();
@@ -685,7 +693,7 @@ impl Grid {
         known.absorb(&truth.iter().copied().enumerate().collect::<Vec<_>>());
         let settled = |k: &Witnesses, i: usize| k.settles(i, min, width);
         // Cubes of suppressed cells move the truth to other solutions.
-        let cache: std::cell::RefCell<HashMap<usize, Vec<Move>>> = Default::default();
+        let cache: std::cell::RefCell<rustc_hash::FxHashMap<usize, Vec<Move>>> = Default::default();
         for &i in &todo {
             if settled(&known, i) {
                 continue;
