@@ -153,8 +153,9 @@ pub async fn records_frame(
             .read_parquet(path, ParquetReadOptions::default())
             .await
             .map_err(df_err)?;
-        let mut cols: Vec<_> = df
-            .schema()
+        // The columns of format 1, which every drop has: the views are
+        // the same over drops with and without encodings.
+        let mut cols: Vec<_> = crate::drop::arrow_schema(form)
             .fields()
             .iter()
             .map(|f| col(format!("\"{}\"", f.name())))
@@ -315,6 +316,8 @@ async fn read_drop(
         }
         records.drop_seq.resize(records.drop_seq.len() + n, seq);
         records.org.resize(records.org.len() + n, org);
+        let at = records.pos.len() as u32;
+        records.pos.extend(at..at + n as u32);
         let width = records.width;
         let base = records.codes.len();
         records.codes.resize(base + n * width, 0);
@@ -479,6 +482,10 @@ pub struct LinkStats {
     pub organisations: u64,
     /// Records per organisation.
     pub records_by_org: BTreeMap<String, u64>,
+    /// Fuzzy linkage (when drops carry encodings): the model's weights and
+    /// threshold, and what it linked and refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuzzy: Option<super::fuzzy::FuzzyReport>,
 }
 
 /// Reads, links and registers one form: `FORM_records` (the drops' rows,
@@ -488,6 +495,7 @@ pub async fn register_form(
     store: &Store,
     drops: &[InputDrop],
     form: Form,
+    fuzzy_linkage: bool,
 ) -> Result<LinkStats> {
     let attrs = attributes(form);
     let frame = records_frame(ctx, store, drops, form).await?;
@@ -504,8 +512,24 @@ pub async fn register_form(
         .collect();
     let n_records = records.len();
     let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
-    let persons = link(records, &rules);
+    let encodings = super::fuzzy::encodings_of(store, &form_drops, &records, &attrs)?;
+    let fuzzy = encodings.map(|enc| {
+        super::fuzzy::fuzzy_links(
+            &records.key_passport,
+            &records.key_name_dob,
+            &enc,
+            &super::fuzzy::Params::default(),
+        )
+    });
+    let persons = match fuzzy.as_ref().filter(|_| fuzzy_linkage) {
+        Some(f) => super::link::link_with(records, &rules, &f.pairs()).0,
+        None => link(records, &rules),
+    };
     let stats = LinkStats {
+        fuzzy: fuzzy.map(|mut f| {
+            f.report.linked = fuzzy_linkage;
+            f.report
+        }),
         records: n_records as u64,
         persons: persons.len() as u64,
         anonymous: persons.anonymous.iter().filter(|&&a| a).count() as u64,

@@ -10,6 +10,7 @@
 
 pub mod chart;
 pub mod disclosure;
+pub mod fuzzy;
 pub mod html;
 pub mod input;
 pub mod link;
@@ -50,6 +51,10 @@ pub struct Config {
     /// Round every published count to a multiple of this base (for
     /// instance 5); percentages are then of the rounded counts.
     pub rounding_base: Option<u64>,
+    /// Link records by the similarity of their encodings as well as by
+    /// exact keys (docs/linkage.md, "Links that survive typos"). Off by
+    /// default: the model is always fitted and reported in the manifest.
+    pub fuzzy_linkage: bool,
 }
 
 impl Default for Config {
@@ -62,6 +67,7 @@ impl Default for Config {
             protection: None,
             queries: None,
             rounding_base: None,
+            fuzzy_linkage: false,
         }
     }
 }
@@ -238,7 +244,8 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
         .worker_threads(threads)
         .build()
         .map_err(|e| Error::io("cannot start the query engine", e))?;
-    let (linkage, mut tables) = runtime.block_on(run(store, &inputs, &specs, from, to))?;
+    let (linkage, mut tables) =
+        runtime.block_on(run(store, &inputs, &specs, from, to, config.fuzzy_linkage))?;
     let t = config.thresholds();
     disclosure::primary(&mut tables, &t);
     let nested = release::nested_releases(&state, store, from, to)?;
@@ -285,6 +292,7 @@ async fn run(
     specs: &[QuerySpec],
     from: Period,
     to: Period,
+    fuzzy: bool,
 ) -> Result<(Vec<(Form, LinkStats)>, Vec<Table>)> {
     let config = SessionConfig::new()
         .set_bool(
@@ -295,7 +303,10 @@ async fn run(
     let ctx = SessionContext::new_with_config(config);
     let mut linkage = Vec::new();
     for form in Form::ALL {
-        linkage.push((form, input::register_form(&ctx, store, inputs, form).await?));
+        linkage.push((
+            form,
+            input::register_form(&ctx, store, inputs, form, fuzzy).await?,
+        ));
     }
     let months = months(from, to);
     let mut out = Vec::with_capacity(specs.len());

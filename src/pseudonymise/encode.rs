@@ -1,0 +1,354 @@
+//! Similarity encodings and blocking keys (drop format 2): what lets the
+//! secretariat link two records of one person that were typed differently
+//! ("Nurhayati" and "Nurhayti", 05/03 and 03/05, one passport digit wrong)
+//! without ever seeing a name, a date of birth or a passport number.
+//!
+//! - **Bloom-filter encodings**, one per identity field: each q-gram of the
+//!   normalised field sets `k` bits whose positions come from
+//!   HMAC-SHA256 under a subkey of the task-force key (double hashing).
+//!   Two filters are compared by their Dice coefficient. Without the key
+//!   nobody can compute the bits of a guessed value.
+//! - **Hardening** of the name filter against frequency attacks: every bit
+//!   is flipped with probability [`NAME_FLIP`], with randomness drawn from
+//!   the record's own keyed record key (BLIP, "Bloom and flip"), so two
+//!   records of the same name do not carry the same filter. See
+//!   docs/pseudonymisation.md, section 6.
+//! - **Blocking keys**: 64-bit keyed hashes of field combinations
+//!   (full date of birth; a name token with the birth year; a name token
+//!   with the unordered day and month; all name tokens), so that a pair
+//!   with one error in its name or date of birth still shares a block.
+//!   Passport numbers are not blocked on beyond the exact `passport` key:
+//!   parts of a passport number are shared by many people (a country's
+//!   series) and would bring mostly unrelated pairs.
+//!
+//! Specified in docs/pseudonymisation.md section 6. Nothing here returns
+//! or prints a value: only bits and keyed hashes leave.
+
+use chrono::Datelike;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::matchkeys::{Digest, HmacKey};
+use super::normalise::BirthDate;
+use crate::key::TaskForceKey;
+
+/// Bits of the name filter.
+pub const NAME_BITS: usize = 1024;
+/// Bits of the date-of-birth filter.
+pub const DOB_BITS: usize = 256;
+/// Bits of the passport filter.
+pub const PASSPORT_BITS: usize = 256;
+/// Bits set per q-gram in the name filter.
+pub const NAME_K: u32 = 20;
+/// Bits set per token in the date-of-birth filter.
+pub const DOB_K: u32 = 10;
+/// Bits set per bigram in the passport filter.
+pub const PASSPORT_K: u32 = 12;
+/// Probability that a bit of a name filter is flipped (the hardening).
+pub const NAME_FLIP: f64 = 0.02;
+/// Most blocking keys a record carries.
+pub const MAX_BLOCKS: usize = 12;
+/// Name tokens used for blocking (the first ones in sorted order).
+const BLOCK_TOKENS: usize = 4;
+
+/// The encoding rules, with versions, as stamped on a drop
+/// (`safetally.encoding_rules`).
+pub const ENCODING_RULES: &str = "bloom_name/1,bloom_dob/1,bloom_passport/1,block/1";
+
+/// The encodings of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoding {
+    /// Name filter: bigrams of the padded name tokens, hardened.
+    pub name: Option<[u8; NAME_BITS / 8]>,
+    /// Date-of-birth filter (full dates only).
+    pub dob: Option<[u8; DOB_BITS / 8]>,
+    /// Passport filter: bigrams of the padded normalised passport number.
+    pub passport: Option<[u8; PASSPORT_BITS / 8]>,
+    /// Blocking keys, the first `n_blocks` used, sorted and distinct.
+    pub blocks: [u64; MAX_BLOCKS],
+    /// How many blocking keys.
+    pub n_blocks: u8,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Encoding {
+            name: None,
+            dob: None,
+            passport: None,
+            blocks: [0; MAX_BLOCKS],
+            n_blocks: 0,
+        }
+    }
+}
+
+impl Encoding {
+    /// The blocking keys.
+    pub fn blocks(&self) -> &[u64] {
+        &self.blocks[..self.n_blocks as usize]
+    }
+}
+
+/// Computes encodings under one task-force key.
+#[derive(Clone)]
+pub struct Encoder {
+    name: HmacKey,
+    dob: HmacKey,
+    passport: HmacKey,
+    block: HmacKey,
+    flip: HmacKey,
+    /// Probability of flipping a name-filter bit.
+    name_flip: f64,
+}
+
+fn subkey(key: &TaskForceKey, rule: &str) -> HmacKey {
+    let mut prefix = Vec::new();
+    for f in [b"safetally".as_slice(), rule.as_bytes(), b"1"] {
+        prefix.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        prefix.extend_from_slice(f);
+    }
+    HmacKey::new(key.bytes(), &prefix)
+}
+
+/// Sets `k` bits of `filter` for one q-gram: positions `h1 + i * h2`
+/// (mod the filter's size) from the q-gram's keyed hash.
+fn set_bits(filter: &mut [u8], key: &HmacKey, gram: &[u8], k: u32) {
+    let mut mac = key.start();
+    mac.update(&(gram.len() as u32).to_be_bytes());
+    mac.update(gram);
+    let d = mac.finish();
+    let h1 = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    let h2 = u64::from_be_bytes(d[8..16].try_into().expect("8 bytes")) | 1;
+    let bits = (filter.len() * 8) as u64;
+    for i in 0..k as u64 {
+        let pos = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+        filter[(pos / 8) as usize] |= 1 << (pos % 8);
+    }
+}
+
+/// The padded bigrams of a word: `_a`, `ab`, ..., `z_`.
+fn bigrams(word: &str, mut each: impl FnMut(&[u8])) {
+    let mut prev = '_';
+    let mut buf = [0u8; 8];
+    for c in word.chars().chain(std::iter::once('_')) {
+        let a = prev.encode_utf8(&mut buf[..4]).len();
+        let b = c.encode_utf8(&mut buf[a..]).len();
+        each(&buf[..a + b]);
+        prev = c;
+    }
+}
+
+impl Encoder {
+    /// An encoder for this key, with the standard hardening.
+    pub fn new(key: &TaskForceKey) -> Self {
+        Encoder {
+            name: subkey(key, "bloom_name"),
+            dob: subkey(key, "bloom_dob"),
+            passport: subkey(key, "bloom_passport"),
+            block: subkey(key, "block"),
+            flip: subkey(key, "bloom_name_flip"),
+            name_flip: NAME_FLIP,
+        }
+    }
+
+    /// This encoder with another flip probability for the name filter (0:
+    /// no hardening), for measuring what the hardening costs.
+    pub fn with_name_flip(mut self, p: f64) -> Self {
+        self.name_flip = p;
+        self
+    }
+
+    /// The encodings of one record: its sorted name tokens, date of birth,
+    /// normalised passport number (empty: none) and record key (the seed of
+    /// the name filter's bit flips).
+    pub fn encode<'a>(
+        &self,
+        tokens: impl ExactSizeIterator<Item = &'a str> + Clone,
+        birth: Option<BirthDate>,
+        passport: &str,
+        record_key: &Digest,
+    ) -> Encoding {
+        let mut out = Encoding::default();
+        if tokens.len() > 0 {
+            let mut f = [0u8; NAME_BITS / 8];
+            for t in tokens.clone() {
+                bigrams(t, |g| set_bits(&mut f, &self.name, g, NAME_K));
+            }
+            if self.name_flip > 0.0 {
+                let mut mac = self.flip.start();
+                mac.update(record_key);
+                let mut rng = ChaCha8Rng::from_seed(mac.finish());
+                for byte in f.iter_mut() {
+                    for bit in 0..8 {
+                        if rng.random_bool(self.name_flip) {
+                            *byte ^= 1 << bit;
+                        }
+                    }
+                }
+            }
+            out.name = Some(f);
+        }
+        if let Some(BirthDate::Full(d)) = birth {
+            let mut f = [0u8; DOB_BITS / 8];
+            let (y, m, day) = (d.year(), d.month(), d.day());
+            let year = format!("{y:04}");
+            let mut token = |t: &str| set_bits(&mut f, &self.dob, t.as_bytes(), DOB_K);
+            token(&format!("Y{year}"));
+            for (i, c) in year.chars().enumerate() {
+                token(&format!("y{i}{c}"));
+            }
+            token(&format!("D{day:02}"));
+            token(&format!("M{m:02}"));
+            token(&format!("U{:02}", m.min(day)));
+            token(&format!("U{:02}", m.max(day)));
+            out.dob = Some(f);
+        }
+        if !passport.is_empty() {
+            let mut f = [0u8; PASSPORT_BITS / 8];
+            bigrams(passport, |g| {
+                set_bits(&mut f, &self.passport, g, PASSPORT_K)
+            });
+            out.passport = Some(f);
+        }
+        let mut blocks: Vec<u64> = Vec::with_capacity(MAX_BLOCKS);
+        let block = |fields: &[&[u8]]| -> u64 {
+            let mut mac = self.block.start();
+            for f in fields {
+                mac.update(&(f.len() as u32).to_be_bytes());
+                mac.update(f);
+            }
+            u64::from_be_bytes(mac.finish()[..8].try_into().expect("8 bytes")).max(1)
+        };
+        let full = match birth {
+            Some(BirthDate::Full(d)) => Some(d),
+            _ => None,
+        };
+        if let Some(d) = full {
+            let (y, m, day) = (d.year() as u16, d.month() as u8, d.day() as u8);
+            blocks.push(block(&[b"dob", &y.to_be_bytes(), &[m, day]]));
+        }
+        for t in tokens.clone().take(BLOCK_TOKENS) {
+            if let Some(b) = birth {
+                blocks.push(block(&[
+                    b"token_year",
+                    t.as_bytes(),
+                    &(b.year() as u16).to_be_bytes(),
+                ]));
+            }
+            if let Some(d) = full {
+                let (m, day) = (d.month() as u8, d.day() as u8);
+                blocks.push(block(&[
+                    b"token_day_month",
+                    t.as_bytes(),
+                    &[m.min(day), m.max(day)],
+                ]));
+            }
+        }
+        if tokens.len() > 0 {
+            let mut fields: Vec<&[u8]> = vec![b"names"];
+            fields.extend(tokens.map(str::as_bytes));
+            blocks.push(block(&fields));
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks.truncate(MAX_BLOCKS);
+        out.n_blocks = blocks.len() as u8;
+        out.blocks[..blocks.len()].copy_from_slice(&blocks);
+        out
+    }
+}
+
+/// The Dice coefficient of two filters of one size: twice the bits set in
+/// both over the bits set in each.
+pub fn dice(a: &[u8], b: &[u8]) -> f64 {
+    let (mut both, mut total) = (0u32, 0u32);
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+        both += (x & y).count_ones();
+        total += x.count_ones() + y.count_ones();
+    }
+    if total == 0 {
+        0.0
+    } else {
+        2.0 * both as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pseudonymise::normalise::{name_tokens, parse_birth_date};
+
+    fn enc(e: &Encoder, family: &str, given: &str, dob: &str, passport: &str) -> Encoding {
+        let tokens = name_tokens(family, given);
+        let birth = parse_birth_date(dob).ok();
+        e.encode(tokens.iter().map(String::as_str), birth, passport, &[7; 32])
+    }
+
+    #[test]
+    fn encodings_are_deterministic_under_a_key_and_differ_between_keys() {
+        let a = Encoder::new(&TaskForceKey::from_bytes([1; 32]));
+        let b = Encoder::new(&TaskForceKey::from_bytes([2; 32]));
+        let x = enc(&a, "Rahayu", "Siti", "1990-03-05", "X1234567");
+        assert_eq!(x, enc(&a, "Rahayu", "Siti", "1990-03-05", "X1234567"));
+        let y = enc(&b, "Rahayu", "Siti", "1990-03-05", "X1234567");
+        assert!(dice(x.name.as_ref().unwrap(), y.name.as_ref().unwrap()) < 0.5);
+        assert!(x.blocks().iter().all(|k| !y.blocks().contains(k)));
+    }
+
+    #[test]
+    fn typos_swaps_and_year_typos_stay_similar_other_values_do_not() {
+        let e = Encoder::new(&TaskForceKey::from_bytes([1; 32])).with_name_flip(0.0);
+        let base = enc(&e, "Nurhayati", "Siti", "1990-03-05", "X1234567");
+        let name = |x: &Encoding| dice(base.name.as_ref().unwrap(), x.name.as_ref().unwrap());
+        let dob = |x: &Encoding| dice(base.dob.as_ref().unwrap(), x.dob.as_ref().unwrap());
+        let pp = |x: &Encoding| {
+            dice(
+                base.passport.as_ref().unwrap(),
+                x.passport.as_ref().unwrap(),
+            )
+        };
+        let typo = enc(&e, "Nurhayti", "Sitti", "1990-05-03", "X1234561");
+        assert!(name(&typo) > 0.75, "{}", name(&typo));
+        assert!(dob(&typo) > 0.65, "{}", dob(&typo));
+        assert!(pp(&typo) > 0.7, "{}", pp(&typo));
+        // Order of names does not matter.
+        let swapped = enc(&e, "Siti", "Nurhayati", "1990-03-05", "X1234567");
+        assert_eq!(name(&swapped), 1.0);
+        let year = enc(&e, "Nurhayati", "Siti", "1996-03-05", "X1234567");
+        assert!(dob(&year) > 0.65, "{}", dob(&year));
+        let other = enc(&e, "Santoso", "Budi", "1985-11-21", "B7654321");
+        assert!(name(&other) < 0.3, "{}", name(&other));
+        assert!(dob(&other) < 0.5, "{}", dob(&other));
+        assert!(pp(&other) < 0.5, "{}", pp(&other));
+        // One error leaves a shared block.
+        let name_only = enc(&e, "Nurhayti", "Sitti", "1990-03-05", "");
+        let swap_only = enc(&e, "Nurhayati", "Siti", "1990-05-03", "");
+        for x in [&name_only, &swap_only, &year] {
+            assert!(x.blocks().iter().any(|k| base.blocks().contains(k)));
+        }
+        assert!(!other.blocks().iter().any(|k| base.blocks().contains(k)));
+    }
+
+    #[test]
+    fn hardening_flips_bits_per_record_but_keeps_the_same_name_similar() {
+        let e = Encoder::new(&TaskForceKey::from_bytes([1; 32]));
+        let tokens = name_tokens("Rahayu", "Siti");
+        let one = e.encode(tokens.iter().map(String::as_str), None, "", &[1; 32]);
+        let two = e.encode(tokens.iter().map(String::as_str), None, "", &[2; 32]);
+        assert_ne!(one.name, two.name, "the same name gives different filters");
+        let d = dice(one.name.as_ref().unwrap(), two.name.as_ref().unwrap());
+        assert!(d > 0.8, "{d}");
+    }
+
+    #[test]
+    fn missing_fields_give_no_encoding() {
+        let e = Encoder::new(&TaskForceKey::from_bytes([1; 32]));
+        let x = enc(&e, "", "", "1990", "");
+        assert_eq!(
+            (x.name, x.dob, x.passport, x.n_blocks),
+            (None, None, None, 0)
+        );
+    }
+}
