@@ -44,7 +44,16 @@ pub const FORMAT_VERSIONS_READ: [&str; 2] = ["1", "2"];
 /// The columns format 2 adds after the kept columns: the Bloom-filter
 /// encodings of name, date of birth and passport, and the blocking keys
 /// (8 bytes each, concatenated).
-pub const ENCODING_COLUMNS: [&str; 4] = ["enc_name", "enc_dob", "enc_passport", "block_keys"];
+pub const ENCODING_COLUMNS: [&str; 5] = [
+    "enc_name",
+    "enc_dob",
+    "enc_passport",
+    "name_key",
+    "block_keys",
+];
+
+/// Bytes of each fixed-size encoding column, in [`ENCODING_COLUMNS`] order.
+pub const ENCODING_LENS: [usize; 4] = [NAME_BITS / 8, DOB_BITS / 8, PASSPORT_BITS / 8, 8];
 
 /// Prefix of safetally's Parquet key-value metadata.
 pub const META_PREFIX: &str = "safetally.";
@@ -64,21 +73,13 @@ pub fn arrow_schema_of(form: Form, version: &str) -> SchemaRef {
         return base;
     }
     let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(
-        "enc_name",
-        DataType::FixedSizeBinary((NAME_BITS / 8) as i32),
-        true,
-    ));
-    fields.push(Field::new(
-        "enc_dob",
-        DataType::FixedSizeBinary((DOB_BITS / 8) as i32),
-        true,
-    ));
-    fields.push(Field::new(
-        "enc_passport",
-        DataType::FixedSizeBinary((PASSPORT_BITS / 8) as i32),
-        true,
-    ));
+    for (name, len) in ENCODING_COLUMNS.iter().zip(ENCODING_LENS) {
+        fields.push(Field::new(
+            *name,
+            DataType::FixedSizeBinary(len as i32),
+            true,
+        ));
+    }
     fields.push(Field::new("block_keys", DataType::Binary, false));
     Arc::new(ArrowSchema::new(fields))
 }
@@ -238,8 +239,8 @@ pub struct BatchBuilder {
     cols: Vec<Col>,
     /// The encoding columns: name, dob and passport filters (zeros where
     /// missing), whether each is present, and the blocking keys.
-    enc: [Vec<u8>; 3],
-    enc_present: [Vec<bool>; 3],
+    enc: [Vec<u8>; 4],
+    enc_present: [Vec<bool>; 4],
     blocks: Vec<u8>,
     block_ends: Vec<usize>,
 }
@@ -279,11 +280,7 @@ impl BatchBuilder {
             event_month: Vec::with_capacity(n),
             age_band: Vec::with_capacity(n),
             cols,
-            enc: [
-                Vec::with_capacity(n * NAME_BITS / 8),
-                Vec::with_capacity(n * DOB_BITS / 8),
-                Vec::with_capacity(n * PASSPORT_BITS / 8),
-            ],
+            enc: ENCODING_LENS.map(|len| Vec::with_capacity(n * len)),
             enc_present: std::array::from_fn(|_| Vec::with_capacity(n)),
             blocks: Vec::with_capacity(n * 64),
             block_ends: Vec::with_capacity(n),
@@ -300,11 +297,7 @@ impl BatchBuilder {
         b.present = std::array::from_fn(|_| Vec::with_capacity(n));
         b.event_month = Vec::with_capacity(n);
         b.age_band = Vec::with_capacity(n);
-        b.enc = [
-            Vec::with_capacity(n * NAME_BITS / 8),
-            Vec::with_capacity(n * DOB_BITS / 8),
-            Vec::with_capacity(n * PASSPORT_BITS / 8),
-        ];
+        b.enc = ENCODING_LENS.map(|len| Vec::with_capacity(n * len));
         b.enc_present = std::array::from_fn(|_| Vec::with_capacity(n));
         b.blocks = Vec::with_capacity(n * 64);
         b.block_ends = Vec::with_capacity(n);
@@ -389,12 +382,14 @@ impl BatchBuilder {
 
     /// Appends the encodings of the row just pushed (every row needs one).
     pub fn push_encoding(&mut self, e: &Encoding) {
-        let filters: [(Option<&[u8]>, usize); 3] = [
-            (e.name.as_ref().map(|f| f.as_slice()), NAME_BITS / 8),
-            (e.dob.as_ref().map(|f| f.as_slice()), DOB_BITS / 8),
-            (e.passport.as_ref().map(|f| f.as_slice()), PASSPORT_BITS / 8),
+        let name_key = e.name_key.map(u64::to_be_bytes);
+        let filters: [Option<&[u8]>; 4] = [
+            e.name.as_ref().map(|f| f.as_slice()),
+            e.dob.as_ref().map(|f| f.as_slice()),
+            e.passport.as_ref().map(|f| f.as_slice()),
+            name_key.as_ref().map(|f| f.as_slice()),
         ];
-        for (i, (f, len)) in filters.into_iter().enumerate() {
+        for (i, (f, len)) in filters.into_iter().zip(ENCODING_LENS).enumerate() {
             match f {
                 Some(f) => self.enc[i].extend_from_slice(f),
                 None => self.enc[i].resize(self.enc[i].len() + len, 0),
@@ -476,11 +471,7 @@ impl BatchBuilder {
                 )),
             });
         }
-        for ((bytes, present), len) in
-            enc.into_iter()
-                .zip(&enc_present)
-                .zip([NAME_BITS / 8, DOB_BITS / 8, PASSPORT_BITS / 8])
-        {
+        for ((bytes, present), len) in enc.into_iter().zip(&enc_present).zip(ENCODING_LENS) {
             let nulls = validity(present.len(), |i| present[i]).map(|mut b| b.finish().into());
             arrays.push(Arc::new(FixedSizeBinaryArray::try_new(
                 len as i32,

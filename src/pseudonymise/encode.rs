@@ -34,14 +34,19 @@ use crate::key::TaskForceKey;
 
 /// Bits of the name filter.
 pub const NAME_BITS: usize = 1024;
-/// Bits of the date-of-birth filter.
-pub const DOB_BITS: usize = 256;
+/// Bits of the date-of-birth keys: [`DOB_KEYS`] keyed 64-bit hashes.
+pub const DOB_BITS: usize = DOB_KEYS * 64;
+/// How many keyed hashes make the date-of-birth encoding: the full date,
+/// the date with day and month unordered, the date with each digit of the
+/// year left out (four), the date with the year's digits sorted, and the
+/// year alone.
+pub const DOB_KEYS: usize = 8;
+/// Where the year alone sits among the date-of-birth keys.
+pub const DOB_YEAR: usize = 7;
 /// Bits of the passport filter.
 pub const PASSPORT_BITS: usize = 256;
 /// Bits set per q-gram in the name filter.
 pub const NAME_K: u32 = 20;
-/// Bits set per token in the date-of-birth filter.
-pub const DOB_K: u32 = 10;
 /// Bits set per bigram in the passport filter.
 pub const PASSPORT_K: u32 = 12;
 /// Probability that a bit of a name filter is flipped (the hardening).
@@ -53,17 +58,22 @@ const BLOCK_TOKENS: usize = 4;
 
 /// The encoding rules, with versions, as stamped on a drop
 /// (`safetally.encoding_rules`).
-pub const ENCODING_RULES: &str = "bloom_name/1,bloom_dob/1,bloom_passport/1,block/1";
+pub const ENCODING_RULES: &str = "bloom_name/1,dob_keys/1,bloom_passport/1,name_key/1,block/1";
 
 /// The encodings of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoding {
     /// Name filter: bigrams of the padded name tokens, hardened.
     pub name: Option<[u8; NAME_BITS / 8]>,
-    /// Date-of-birth filter (full dates only).
+    /// Date-of-birth keys ([`DOB_KEYS`] big-endian 64-bit keyed hashes;
+    /// for a year alone only the last, the others zero).
     pub dob: Option<[u8; DOB_BITS / 8]>,
     /// Passport filter: bigrams of the padded normalised passport number.
     pub passport: Option<[u8; PASSPORT_BITS / 8]>,
+    /// Keyed hash of all the name tokens (order-free): equal for two
+    /// records of exactly the same name, so that the secretariat can tell
+    /// how common a name is, never which name it is.
+    pub name_key: Option<u64>,
     /// Blocking keys, the first `n_blocks` used, sorted and distinct.
     pub blocks: [u64; MAX_BLOCKS],
     /// How many blocking keys.
@@ -76,6 +86,7 @@ impl Default for Encoding {
             name: None,
             dob: None,
             passport: None,
+            name_key: None,
             blocks: [0; MAX_BLOCKS],
             n_blocks: 0,
         }
@@ -95,6 +106,7 @@ pub struct Encoder {
     name: HmacKey,
     dob: HmacKey,
     passport: HmacKey,
+    name_key: HmacKey,
     block: HmacKey,
     flip: HmacKey,
     /// Probability of flipping a name-filter bit.
@@ -143,8 +155,9 @@ impl Encoder {
     pub fn new(key: &TaskForceKey) -> Self {
         Encoder {
             name: subkey(key, "bloom_name"),
-            dob: subkey(key, "bloom_dob"),
+            dob: subkey(key, "dob_keys"),
             passport: subkey(key, "bloom_passport"),
+            name_key: subkey(key, "name_key"),
             block: subkey(key, "block"),
             flip: subkey(key, "bloom_name_flip"),
             name_flip: NAME_FLIP,
@@ -188,19 +201,38 @@ impl Encoder {
             }
             out.name = Some(f);
         }
-        if let Some(BirthDate::Full(d)) = birth {
-            let mut f = [0u8; DOB_BITS / 8];
-            let (y, m, day) = (d.year(), d.month(), d.day());
-            let year = format!("{y:04}");
-            let mut token = |t: &str| set_bits(&mut f, &self.dob, t.as_bytes(), DOB_K);
-            token(&format!("Y{year}"));
-            for (i, c) in year.chars().enumerate() {
-                token(&format!("y{i}{c}"));
+        let keyed = |key: &HmacKey, fields: &[&[u8]]| -> u64 {
+            let mut mac = key.start();
+            for f in fields {
+                mac.update(&(f.len() as u32).to_be_bytes());
+                mac.update(f);
             }
-            token(&format!("D{day:02}"));
-            token(&format!("M{m:02}"));
-            token(&format!("U{:02}", m.min(day)));
-            token(&format!("U{:02}", m.max(day)));
+            u64::from_be_bytes(mac.finish()[..8].try_into().expect("8 bytes")).max(1)
+        };
+        if let Some(b) = birth {
+            let mut keys = [0u64; DOB_KEYS];
+            let year = format!("{:04}", b.year());
+            if let BirthDate::Full(d) = b {
+                let (m, day) = (d.month() as u8, d.day() as u8);
+                let y = year.as_bytes();
+                keys[0] = keyed(&self.dob, &[b"date", y, &[m, day]]);
+                keys[1] = keyed(&self.dob, &[b"unordered", y, &[m.min(day), m.max(day)]]);
+                for i in 0..4 {
+                    let mut masked = [0u8; 4];
+                    masked.copy_from_slice(y);
+                    masked[i] = b'*';
+                    keys[2 + i] = keyed(&self.dob, &[b"year_digit", &masked, &[m, day]]);
+                }
+                let mut sorted = [0u8; 4];
+                sorted.copy_from_slice(y);
+                sorted.sort_unstable();
+                keys[6] = keyed(&self.dob, &[b"year_digits_sorted", &sorted, &[m, day]]);
+            }
+            keys[DOB_YEAR] = keyed(&self.dob, &[b"year", year.as_bytes()]);
+            let mut f = [0u8; DOB_BITS / 8];
+            for (out, k) in f.chunks_exact_mut(8).zip(keys) {
+                out.copy_from_slice(&k.to_be_bytes());
+            }
             out.dob = Some(f);
         }
         if !passport.is_empty() {
@@ -246,8 +278,10 @@ impl Encoder {
         }
         if tokens.len() > 0 {
             let mut fields: Vec<&[u8]> = vec![b"names"];
-            fields.extend(tokens.map(str::as_bytes));
+            fields.extend(tokens.clone().map(str::as_bytes));
             blocks.push(block(&fields));
+            let fields: Vec<&[u8]> = tokens.map(str::as_bytes).collect();
+            out.name_key = Some(keyed(&self.name_key, &fields));
         }
         blocks.sort_unstable();
         blocks.dedup();
@@ -275,6 +309,44 @@ pub fn dice(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
+/// How two date-of-birth encodings agree, from the keyed hashes they
+/// share (never from the dates, which the secretariat does not have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DobAgreement {
+    /// The same full date.
+    Same,
+    /// Full dates one typing error apart: day and month swapped, one digit
+    /// of the year wrong, or two digits of the year transposed.
+    OneError,
+    /// The same year, one of the two dates being a year alone.
+    SameYear,
+    /// Anything else.
+    Other,
+}
+
+fn dob_key(f: &[u8], i: usize) -> u64 {
+    u64::from_be_bytes(f[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+}
+
+/// How the date-of-birth encodings `a` and `b` agree.
+pub fn dob_agreement(a: &[u8], b: &[u8]) -> DobAgreement {
+    let full = |f: &[u8]| dob_key(f, 0) != 0;
+    if full(a) && full(b) {
+        if dob_key(a, 0) == dob_key(b, 0) {
+            return DobAgreement::Same;
+        }
+        if (1..DOB_YEAR).any(|i| dob_key(a, i) == dob_key(b, i)) {
+            return DobAgreement::OneError;
+        }
+        return DobAgreement::Other;
+    }
+    if dob_key(a, DOB_YEAR) == dob_key(b, DOB_YEAR) {
+        DobAgreement::SameYear
+    } else {
+        DobAgreement::Other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +356,10 @@ mod tests {
         let tokens = name_tokens(family, given);
         let birth = parse_birth_date(dob).ok();
         e.encode(tokens.iter().map(String::as_str), birth, passport, &[7; 32])
+    }
+
+    fn swapped_key(e: &Encoder) -> Option<u64> {
+        enc(e, "Siti", "Nurhayati", "", "").name_key
     }
 
     #[test]
@@ -302,7 +378,7 @@ mod tests {
         let e = Encoder::new(&TaskForceKey::from_bytes([1; 32])).with_name_flip(0.0);
         let base = enc(&e, "Nurhayati", "Siti", "1990-03-05", "X1234567");
         let name = |x: &Encoding| dice(base.name.as_ref().unwrap(), x.name.as_ref().unwrap());
-        let dob = |x: &Encoding| dice(base.dob.as_ref().unwrap(), x.dob.as_ref().unwrap());
+        let dob = |x: &Encoding| dob_agreement(base.dob.as_ref().unwrap(), x.dob.as_ref().unwrap());
         let pp = |x: &Encoding| {
             dice(
                 base.passport.as_ref().unwrap(),
@@ -311,16 +387,28 @@ mod tests {
         };
         let typo = enc(&e, "Nurhayti", "Sitti", "1990-05-03", "X1234561");
         assert!(name(&typo) > 0.75, "{}", name(&typo));
-        assert!(dob(&typo) > 0.65, "{}", dob(&typo));
+        assert_eq!(dob(&typo), DobAgreement::OneError);
         assert!(pp(&typo) > 0.7, "{}", pp(&typo));
         // Order of names does not matter.
         let swapped = enc(&e, "Siti", "Nurhayati", "1990-03-05", "X1234567");
         assert_eq!(name(&swapped), 1.0);
         let year = enc(&e, "Nurhayati", "Siti", "1996-03-05", "X1234567");
-        assert!(dob(&year) > 0.65, "{}", dob(&year));
+        assert_eq!(dob(&year), DobAgreement::OneError);
+        let transposed = enc(&e, "Nurhayati", "Siti", "1909-03-05", "X1234567");
+        assert_eq!(dob(&transposed), DobAgreement::OneError);
+        assert_eq!(dob(&base), DobAgreement::Same);
+        // The same year and month, another day: not one typing error.
+        let month = enc(&e, "Nurhayati", "Siti", "1990-03-17", "X1234567");
+        assert_eq!(dob(&month), DobAgreement::Other);
+        let year_only = enc(&e, "Nurhayati", "Siti", "1990", "X1234567");
+        assert_eq!(dob(&year_only), DobAgreement::SameYear);
+        let other_year = enc(&e, "Nurhayati", "Siti", "1991", "X1234567");
+        assert_eq!(dob(&other_year), DobAgreement::Other);
+        assert_eq!(base.name_key, swapped_key(&e));
         let other = enc(&e, "Santoso", "Budi", "1985-11-21", "B7654321");
         assert!(name(&other) < 0.3, "{}", name(&other));
-        assert!(dob(&other) < 0.5, "{}", dob(&other));
+        assert_eq!(dob(&other), DobAgreement::Other);
+        assert_ne!(other.name_key, base.name_key);
         assert!(pp(&other) < 0.5, "{}", pp(&other));
         // One error leaves a shared block.
         let name_only = enc(&e, "Nurhayti", "Sitti", "1990-03-05", "");
@@ -346,9 +434,10 @@ mod tests {
     fn missing_fields_give_no_encoding() {
         let e = Encoder::new(&TaskForceKey::from_bytes([1; 32]));
         let x = enc(&e, "", "", "1990", "");
-        assert_eq!(
-            (x.name, x.dob, x.passport, x.n_blocks),
-            (None, None, None, 0)
-        );
+        assert_eq!((x.name, x.passport, x.name_key), (None, None, None));
+        let year_only = x.dob.expect("a year alone is kept");
+        assert!(year_only[..DOB_YEAR * 8].iter().all(|&b| b == 0));
+        let y = enc(&e, "", "", "", "");
+        assert_eq!((y.dob, y.n_blocks), (None, 0));
     }
 }

@@ -2,18 +2,23 @@
 //! key because one NGO typed a name, a date or a passport number
 //! differently (docs/linkage.md, "Links that survive typos").
 //!
-//! Records that share a blocking key are compared field by field on their
-//! Bloom-filter encodings (Dice coefficient, cut into agreement levels)
-//! and on nationality and sex. A Fellegi-Sunter model weighs each level:
-//! `u` (how often non-matches agree so) is counted on random pairs, `m`
-//! (how often matches do) and the share of matches are estimated by EM on
-//! the candidate pairs. Pairs whose posterior match probability reaches
-//! the threshold are linked, strongest first, unless the link would make
-//! a person of more than [`Params::max_parts`] exact-key groups (the
+//! Records that share a blocking key are compared field by field: names
+//! and passport numbers on their Bloom-filter encodings (Dice coefficient,
+//! cut into agreement levels), dates of birth on the keyed hashes they
+//! share (same date, one typing error, same year), nationality and sex on
+//! their codes. A Fellegi-Sunter model weighs each level: `u` (how often
+//! different people agree so) is counted on random pairs, `m` (how often
+//! records of one person do) on the pairs an exact key links, and the
+//! weight of an exactly equal name is made by how common that name is. The
+//! share of matches among the candidate pairs is estimated by EM. A pair
+//! is linked when its posterior match probability reaches the threshold,
+//! at least two identifying fields agree strongly and the passport numbers
+//! do not disagree; links are added strongest first, unless a link would
+//! make a person of more than [`Params::max_parts`] exact-key groups (the
 //! chaining guard): such links are refused and reported.
 //!
-//! Only encodings and codes are read here; no identity value exists on
-//! the secretariat's side.
+//! Only encodings, keyed hashes and codes are read here; no identity value
+//! exists on the secretariat's side, and none is ever written.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +34,9 @@ use serde::Serialize;
 
 use super::link::{UnionFind, unite_by};
 use crate::error::{Error, Result};
-use crate::pseudonymise::encode::{DOB_BITS, NAME_BITS, PASSPORT_BITS, dice};
+use crate::pseudonymise::encode::{
+    DOB_BITS, DobAgreement, NAME_BITS, PASSPORT_BITS, dice, dob_agreement,
+};
 
 const NAME_LEN: usize = NAME_BITS / 8;
 const DOB_LEN: usize = DOB_BITS / 8;
@@ -40,11 +47,13 @@ const PASSPORT_LEN: usize = PASSPORT_BITS / 8;
 pub struct Encodings {
     /// Name filters, `NAME_BITS / 8` bytes a record (zeros when missing).
     pub name: Vec<u8>,
-    /// Date-of-birth filters.
+    /// Date-of-birth keys.
     pub dob: Vec<u8>,
     /// Passport filters.
     pub passport: Vec<u8>,
-    /// Which filters a record has: bit 0 name, 1 dob, 2 passport.
+    /// Keyed hash of all name tokens (0: no name).
+    pub name_key: Vec<u64>,
+    /// Which encodings a record has: bit 0 name, 1 dob, 2 passport.
     pub present: Vec<u8>,
     /// Blocking keys of record `i`: `blocks[block_start[i]..block_start[i + 1]]`.
     pub blocks: Vec<u64>,
@@ -75,12 +84,15 @@ impl Encodings {
         self.present.is_empty()
     }
 
-    /// Appends one record's encodings (`None` where missing).
+    /// Appends one record's encodings (`None` where missing). Blocking
+    /// keys must be sorted and distinct.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         name: Option<&[u8]>,
         dob: Option<&[u8]>,
         passport: Option<&[u8]>,
+        name_key: Option<u64>,
         blocks: impl IntoIterator<Item = u64>,
         nationality: u16,
         sex: u8,
@@ -103,6 +115,7 @@ impl Encodings {
             }
         }
         self.present.push(present);
+        self.name_key.push(name_key.unwrap_or(0));
         self.blocks.extend(blocks);
         self.block_start.push(self.blocks.len() as u32);
         self.nationality.push(nationality);
@@ -111,7 +124,24 @@ impl Encodings {
 
     /// A record with no encoding (from a drop of format 1).
     pub fn push_none(&mut self, nationality: u16, sex: u8) {
-        self.push(None, None, None, [], nationality, sex);
+        self.push(None, None, None, None, [], nationality, sex);
+    }
+
+    /// Appends record `i` of `other`, with these codes.
+    pub fn push_from(&mut self, other: &Encodings, i: usize, nationality: u16, sex: u8) {
+        for (out, from, len) in [
+            (&mut self.name, &other.name, NAME_LEN),
+            (&mut self.dob, &other.dob, DOB_LEN),
+            (&mut self.passport, &other.passport, PASSPORT_LEN),
+        ] {
+            out.extend_from_slice(&from[i * len..(i + 1) * len]);
+        }
+        self.present.push(other.present[i]);
+        self.name_key.push(other.name_key[i]);
+        self.blocks.extend_from_slice(other.blocks_of(i));
+        self.block_start.push(self.blocks.len() as u32);
+        self.nationality.push(nationality);
+        self.sex.push(sex);
     }
 
     fn blocks_of(&self, i: usize) -> &[u64] {
@@ -134,11 +164,15 @@ impl Encodings {
             MISSING
         };
         let dob = if both(1) {
-            let d = dice(
+            match dob_agreement(
                 &self.dob[a * DOB_LEN..(a + 1) * DOB_LEN],
                 &self.dob[b * DOB_LEN..(b + 1) * DOB_LEN],
-            );
-            level(d, FIELDS[1].cuts)
+            ) {
+                DobAgreement::Same => 0,
+                DobAgreement::OneError => 1,
+                DobAgreement::SameYear => 2,
+                DobAgreement::Other => 3,
+            }
         } else {
             MISSING
         };
@@ -169,8 +203,9 @@ impl Encodings {
 pub const MISSING: u8 = u8::MAX;
 
 /// One compared field: its name, the Dice cuts between its levels (level
-/// 0 is at least the first cut; the last level is below every cut), and
-/// the names of the levels.
+/// 0 is at least the first cut; the last level is below every cut; a field
+/// without cuts has its levels from [`Encodings::compare`]), the names of
+/// the levels, and how many of the first levels count as strong agreement.
 pub struct Field {
     /// The field's name.
     pub name: &'static str,
@@ -178,6 +213,8 @@ pub struct Field {
     pub cuts: &'static [f64],
     /// The levels' names.
     pub levels: &'static [&'static str],
+    /// Levels below this agree strongly (0: the field never identifies).
+    pub strong: u8,
 }
 
 /// The compared fields, in [`Levels`] order.
@@ -186,28 +223,37 @@ pub const FIELDS: [Field; 5] = [
         name: "name",
         cuts: &[0.85, 0.7, 0.55],
         levels: &["dice>=0.85", "dice>=0.70", "dice>=0.55", "other"],
+        strong: 2,
     },
     Field {
         name: "date_of_birth",
-        cuts: &[0.95, 0.7, 0.5],
-        levels: &["dice>=0.95", "dice>=0.70", "dice>=0.50", "other"],
+        cuts: &[],
+        levels: &["same", "one_error", "same_year", "other"],
+        strong: 2,
     },
     Field {
         name: "passport",
         cuts: &[0.95, 0.65],
         levels: &["dice>=0.95", "dice>=0.65", "other"],
+        strong: 2,
     },
     Field {
         name: "nationality",
         cuts: &[],
         levels: &["same", "different"],
+        strong: 0,
     },
     Field {
         name: "sex",
         cuts: &[],
         levels: &["same", "different"],
+        strong: 0,
     },
 ];
+
+/// The passport field's level for two numbers that are both given and not
+/// close: two documents.
+const PASSPORT_OTHER: u8 = 2;
 
 /// The level of each field for one pair ([`MISSING`] when either record
 /// lacks it).
@@ -245,6 +291,20 @@ impl Levels {
         }
         Levels(out)
     }
+
+    /// How many identifying fields agree strongly.
+    pub fn strong_fields(self) -> u32 {
+        FIELDS
+            .iter()
+            .zip(self.0)
+            .filter(|(f, l)| *l != MISSING && *l < f.strong)
+            .count() as u32
+    }
+
+    /// Whether the two records hold two different passport numbers.
+    pub fn passports_differ(self) -> bool {
+        self.0[2] == PASSPORT_OTHER
+    }
 }
 
 fn patterns() -> usize {
@@ -260,12 +320,17 @@ pub struct Params {
     pub max_block: usize,
     /// Posterior match probability a pair needs to be linked.
     pub min_posterior: f64,
+    /// Identifying fields (name, date of birth, passport) that must agree
+    /// strongly for a pair to be linked by score.
+    pub min_strong_fields: u32,
     /// Most exact-key groups fuzzy links may join into one person.
     pub max_parts: u32,
     /// Random pairs drawn to estimate `u`.
     pub random_pairs: usize,
     /// EM iterations.
     pub iterations: usize,
+    /// Whether an exactly equal name weighs by how common the name is.
+    pub name_frequency: bool,
 }
 
 impl Default for Params {
@@ -273,9 +338,11 @@ impl Default for Params {
         Params {
             max_block: 100,
             min_posterior: 0.999,
+            min_strong_fields: 2,
             max_parts: 4,
             random_pairs: 200_000,
             iterations: 60,
+            name_frequency: true,
         }
     }
 }
@@ -289,15 +356,33 @@ pub struct Model {
     /// Where each field's `m` came from: pairs linked by an exact key, or
     /// the prior ([`M_PRIOR`]) when there were too few.
     pub m_source: BTreeMap<String, String>,
-    /// Share of matches among the candidate pairs (EM's lambda).
+    /// Share of matches among the candidate pairs that no exact key joins
+    /// (EM's lambda): the prior of the posterior.
     pub match_share: f64,
     /// The posterior threshold.
     pub min_posterior: f64,
-    /// The threshold as a match weight (log2 odds of the pattern's
-    /// likelihood ratio; a pair is linked when its weight is at least this).
+    /// The threshold as a match weight (log2 of the likelihood ratio; a
+    /// pair is linked when its weight is at least this).
     pub threshold_weight: f64,
     /// Per field, per level: `m`, `u` and the weight log2(m/u).
     pub fields: BTreeMap<String, Vec<LevelWeight>>,
+    /// Exactly equal names: how many distinct names (by their keyed hash)
+    /// the records hold, over how many exact-key groups, and the weight of
+    /// agreeing on the rarest and on the most common of them.
+    pub name_frequency: Option<NameFrequency>,
+}
+
+/// How the weight of an exactly equal name follows the name's frequency.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NameFrequency {
+    /// Distinct names.
+    pub distinct_names: u64,
+    /// Exact-key groups with a name (the denominator of a name's share).
+    pub groups_with_names: u64,
+    /// Weight of agreeing on a name held by two groups.
+    pub rarest_weight: f64,
+    /// Weight of agreeing on the most common name.
+    pub most_common_weight: f64,
 }
 
 /// One level of one field.
@@ -329,14 +414,21 @@ pub struct FuzzyReport {
     pub oversized_blocks: u64,
     /// Candidate pairs compared.
     pub candidate_pairs: u64,
-    /// Candidate pairs at or above the threshold.
+    /// Of which already joined by exact keys.
+    pub candidate_pairs_joined_by_exact_keys: u64,
+    /// Candidate pairs not joined by exact keys at or above the threshold.
     pub pairs_above_threshold: u64,
+    /// Of those, pairs left out because two passport numbers disagree.
+    pub refused_passports_differ: u64,
+    /// Of those, pairs left out because fewer than `min_strong_fields`
+    /// identifying fields agree strongly.
+    pub refused_too_few_strong_fields: u64,
     /// Fuzzy links that joined two exact-key groups.
     pub fuzzy_links: u64,
     /// Links above the threshold refused by the chaining guard.
     pub refused_by_chaining_guard: u64,
-    /// Histogram of candidate pairs' match weights: (lower bound, pairs),
-    /// in bins of 2.
+    /// Histogram of the match weights of candidate pairs that no exact key
+    /// joins: (lower bound, pairs), in bins of 2.
     pub weight_histogram: Vec<(i32, u64)>,
 }
 
@@ -347,7 +439,7 @@ pub struct Edge {
     pub a: u32,
     /// Second record.
     pub b: u32,
-    /// Match weight (log2 odds).
+    /// Match weight (log2 of the likelihood ratio).
     pub weight: f64,
 }
 
@@ -420,16 +512,15 @@ fn candidates(enc: &Encodings, max_block: usize) -> (Vec<(u32, u32)>, u64) {
 
 /// Per field, the share of each level among `counts` (patterns), with half
 /// a pair added to every level so that no level has probability 0.
-fn level_shares(counts: &[f64], weight: impl Fn(usize) -> f64) -> Vec<Vec<f64>> {
+fn level_shares(counts: &[f64]) -> Vec<Vec<f64>> {
     let mut out: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.5; f.levels.len()]).collect();
     for (p, &c) in counts.iter().enumerate() {
         if c == 0.0 {
             continue;
         }
-        let w = c * weight(p);
         for (f, &l) in Levels::of_index(p).0.iter().enumerate() {
             if l != MISSING {
-                out[f][l as usize] += w;
+                out[f][l as usize] += c;
             }
         }
     }
@@ -460,7 +551,7 @@ const MIN_LABELLED: f64 = 30.0;
 /// agree, a few were typed with an error.
 pub const M_PRIOR: [&[f64]; 5] = [
     &[0.88, 0.1, 0.01, 0.01],
-    &[0.85, 0.13, 0.01, 0.01],
+    &[0.85, 0.1, 0.04, 0.01],
     &[0.8, 0.1, 0.1],
     &[0.97, 0.03],
     &[0.98, 0.02],
@@ -481,6 +572,32 @@ fn labelled(keys: &[u128], enc: &Encodings, limit: usize) -> Vec<f64> {
         counts[enc.compare(w[0].1 as usize, w[1].1 as usize).index()] += 1.0;
     }
     counts
+}
+
+/// The match share among pairs of these weights (EM with `m` and `u`
+/// fixed): weights are counted in bins of 1/16 bit first.
+fn match_share(weights: &[f32], iterations: usize) -> f64 {
+    let mut bins: BTreeMap<i32, f64> = BTreeMap::new();
+    for &w in weights {
+        *bins.entry((w * 16.0).round() as i32).or_default() += 1.0;
+    }
+    let bins: Vec<(f64, f64)> = bins
+        .into_iter()
+        .map(|(b, c)| ((b as f64 / 16.0).clamp(-200.0, 200.0).exp2(), c))
+        .collect();
+    let mut lambda = 0.1;
+    for _ in 0..iterations {
+        let odds = lambda / (1.0 - lambda);
+        let matched: f64 = bins
+            .iter()
+            .map(|&(ratio, c)| {
+                let r = odds * ratio;
+                c * r / (1.0 + r)
+            })
+            .sum();
+        lambda = (matched / weights.len() as f64).clamp(1e-9, 1.0 - 1e-9);
+    }
+    lambda
 }
 
 /// Finds fuzzy links among records that carry encodings. `key_passport`
@@ -505,24 +622,17 @@ pub fn fuzzy_links(
     let mut uf = UnionFind::new(n);
     unite_by(key_passport.to_vec(), &mut uf);
     unite_by(key_name_dob.to_vec(), &mut uf);
-    let (pairs, oversized) = candidates(enc, params.max_block);
+    let (mut pairs, oversized) = candidates(enc, params.max_block);
     report.oversized_blocks = oversized;
     report.candidate_pairs = pairs.len() as u64;
-    if pairs.is_empty() {
-        return FuzzyLinks {
-            report,
-            ..Default::default()
-        };
-    }
+    // Pairs an exact key joins already are not fuzzy candidates.
+    pairs.retain(|&(a, b)| uf.find(a) != uf.find(b));
+    report.candidate_pairs_joined_by_exact_keys = report.candidate_pairs - pairs.len() as u64;
     let levels: Vec<u16> = pairs
         .par_iter()
         .map(|&(a, b)| enc.compare(a as usize, b as usize).index() as u16)
         .collect();
     let np = patterns();
-    let mut counts = vec![0f64; np];
-    for &l in &levels {
-        counts[l as usize] += 1.0;
-    }
     // u: level shares among random pairs of encoded records.
     let encoded: Vec<u32> = (0..n as u32)
         .filter(|&i| enc.present[i as usize] != 0)
@@ -538,7 +648,7 @@ pub fn fuzzy_links(
             }
         }
     }
-    let u = level_shares(&random, |_| 1.0);
+    let u = level_shares(&random);
     // m: level shares among pairs that an exact key links, each field
     // from the pairs of the key that does not hold it (passport-key pairs
     // for name, date of birth, nationality and sex; name-and-birth-key
@@ -546,8 +656,8 @@ pub fn fuzzy_links(
     // field. A field with too few such pairs keeps its prior.
     let by_passport = labelled(key_passport, enc, params.random_pairs);
     let by_name_dob = labelled(key_name_dob, enc, params.random_pairs);
-    let from_passport = level_shares(&by_passport, |_| 1.0);
-    let from_name_dob = level_shares(&by_name_dob, |_| 1.0);
+    let from_passport = level_shares(&by_passport);
+    let from_name_dob = level_shares(&by_name_dob);
     let labelled_pairs = |counts: &[f64], f: usize| -> f64 {
         counts
             .iter()
@@ -578,20 +688,66 @@ pub fn fuzzy_links(
             }
         })
         .collect();
-    // The match share among candidate pairs, by EM with m and u fixed.
-    let mut lambda = 0.1;
-    for _ in 0..params.iterations {
-        let odds = lambda / (1.0 - lambda);
-        let mut matched = 0.0;
-        for (p, &c) in counts.iter().enumerate() {
-            if c == 0.0 {
-                continue;
-            }
-            let r = odds * log_ratio(Levels::of_index(p), &m, &u).exp2();
-            matched += c * r / (1.0 + r);
-        }
-        lambda = (matched / pairs.len() as f64).clamp(1e-9, 1.0 - 1e-9);
+    // How common each exactly equal name is: the exact-key groups that
+    // hold it, over the groups with a name.
+    let mut groups_of_name: Vec<(u64, u32)> = (0..n)
+        .filter(|&i| enc.name_key[i] != 0)
+        .map(|i| (enc.name_key[i], uf.find(i as u32)))
+        .collect();
+    groups_of_name.par_sort_unstable();
+    groups_of_name.dedup();
+    let groups_with_names = {
+        let mut roots: Vec<u32> = groups_of_name.iter().map(|&(_, r)| r).collect();
+        roots.par_sort_unstable();
+        roots.dedup();
+        roots.len().max(1) as f64
+    };
+    let mut name_groups: FxHashMap<u64, u32> = FxHashMap::default();
+    for &(k, _) in &groups_of_name {
+        *name_groups.entry(k).or_default() += 1;
     }
+    drop(groups_of_name);
+    // The share of other persons holding exactly this name: the pair's
+    // two groups hold it, one of them is this person.
+    let name_share = |count: u32| (count.saturating_sub(1).max(1) as f64) / groups_with_names;
+    let m_name = m[0][0];
+    let weight_of_name = |count: u32| (m_name / name_share(count)).log2();
+    let weight_of: Vec<f64> = (0..np)
+        .map(|p| log_ratio(Levels::of_index(p), &m, &u))
+        .collect();
+    let name_weight0 = (m[0][0] / u[0][0]).log2();
+    let weights: Vec<f32> = pairs
+        .par_iter()
+        .zip(&levels)
+        .map(|(&(a, b), &l)| {
+            let mut w = weight_of[l as usize];
+            let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
+            if params.name_frequency
+                && Levels::of_index(l as usize).0[0] == 0
+                && ka == kb
+                && ka != 0
+            {
+                w += weight_of_name(name_groups[&ka]) - name_weight0;
+            }
+            w as f32
+        })
+        .collect();
+    if params.name_frequency && !name_groups.is_empty() {
+        let most = name_groups.values().copied().max().unwrap_or(2);
+        report.model.name_frequency = Some(NameFrequency {
+            distinct_names: name_groups.len() as u64,
+            groups_with_names: groups_with_names as u64,
+            rarest_weight: weight_of_name(2),
+            most_common_weight: weight_of_name(most),
+        });
+    }
+    // The match share among the pairs no exact key joins, by EM with m and
+    // u fixed: the prior of the posterior.
+    let lambda = if weights.is_empty() {
+        0.5
+    } else {
+        match_share(&weights, params.iterations)
+    };
     // Without exact-key pairs to learn name and date-of-birth agreement
     // from, the model is a guess: pairs are scored and reported, but none
     // is linked.
@@ -624,25 +780,29 @@ pub fn fuzzy_links(
                 (field.name.to_string(), levels)
             })
             .collect(),
+        name_frequency: report.model.name_frequency.take(),
     };
-    let weight_of: Vec<f64> = (0..np)
-        .map(|p| log_ratio(Levels::of_index(p), &m, &u))
-        .collect();
     let mut histogram: BTreeMap<i32, u64> = BTreeMap::new();
     let mut above: Vec<Edge> = Vec::new();
-    for (&(a, b), &l) in pairs.iter().zip(&levels) {
-        let w = weight_of[l as usize];
+    for ((&(a, b), &l), &w) in pairs.iter().zip(&levels).zip(&weights) {
+        let w = w as f64;
         *histogram.entry((w / 2.0).floor() as i32 * 2).or_default() += 1;
-        // Two passport numbers of one country that are not close are two
-        // documents: never linked on other fields' similarity.
-        let veto = Levels::of_index(l as usize).0[2] == 2
-            && enc.nationality[a as usize] == enc.nationality[b as usize];
-        if w >= threshold_weight && !veto && fitted {
+        if w < threshold_weight || !fitted {
+            continue;
+        }
+        report.pairs_above_threshold += 1;
+        let levels = Levels::of_index(l as usize);
+        // Two passport numbers that are not close are two documents: never
+        // linked on other fields' similarity.
+        if levels.passports_differ() {
+            report.refused_passports_differ += 1;
+        } else if levels.strong_fields() < params.min_strong_fields {
+            report.refused_too_few_strong_fields += 1;
+        } else {
             above.push(Edge { a, b, weight: w });
         }
     }
     report.weight_histogram = histogram.into_iter().collect();
-    report.pairs_above_threshold = above.len() as u64;
     // Strongest first; ties by records, so the result does not depend on
     // the order pairs were found in.
     above.sort_unstable_by(|x, y| {
@@ -677,10 +837,9 @@ pub fn fuzzy_links(
     }
 }
 
-/// Reads the encodings of one drop file, in file order: `None` for a drop
-/// of format 1 (no encoding columns). `codes` gives each row's
-/// nationality and sex codes.
-pub fn read_drop_encodings(path: &Path) -> Result<Option<Vec<DropEncoding>>> {
+/// Reads the encodings of one drop file, in file order (nationality and
+/// sex left unknown): `None` for a drop of format 1 (no encoding columns).
+pub fn read_drop_encodings(path: &Path) -> Result<Option<Encodings>> {
     let bad = |reason: String| Error::BadDrop {
         path: path.to_path_buf(),
         reason,
@@ -689,39 +848,55 @@ pub fn read_drop_encodings(path: &Path) -> Result<Option<Vec<DropEncoding>>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| bad(format!("not a readable Parquet file ({e})")))?;
     let schema = builder.schema().clone();
-    let wanted = ["enc_name", "enc_dob", "enc_passport", "block_keys"];
-    let Some(indices) = wanted
+    let Some(indices) = crate::drop::ENCODING_COLUMNS
         .iter()
         .map(|c| schema.index_of(c).ok())
         .collect::<Option<Vec<usize>>>()
     else {
         return Ok(None);
     };
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
     let reader = builder
         .with_projection(mask)
         .build()
         .map_err(|e| bad(format!("cannot read ({e})")))?;
-    let mut out = Vec::new();
+    let mut out = Encodings {
+        name: Vec::with_capacity(rows * NAME_LEN),
+        dob: Vec::with_capacity(rows * DOB_LEN),
+        passport: Vec::with_capacity(rows * PASSPORT_LEN),
+        name_key: Vec::with_capacity(rows),
+        present: Vec::with_capacity(rows),
+        blocks: Vec::with_capacity(rows * 8),
+        block_start: Vec::with_capacity(rows + 1),
+        nationality: Vec::with_capacity(rows),
+        sex: Vec::with_capacity(rows),
+    };
+    out.block_start.push(0);
     for batch in reader {
         let batch = batch.map_err(|e| bad(format!("damaged data ({e})")))?;
-        let fixed = |name: &str| -> Result<&FixedSizeBinaryArray> {
+        let fixed = |name: &str, len: usize| -> Result<&FixedSizeBinaryArray> {
             batch
                 .column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+                .filter(|a| a.value_length() as usize == len)
                 .ok_or_else(|| bad(format!("{name} has the wrong type")))
         };
-        let (name, dob, passport) = (
-            fixed("enc_name")?,
-            fixed("enc_dob")?,
-            fixed("enc_passport")?,
+        let (name, dob, passport, name_key) = (
+            fixed("enc_name", NAME_LEN)?,
+            fixed("enc_dob", DOB_LEN)?,
+            fixed("enc_passport", PASSPORT_LEN)?,
+            fixed("name_key", 8)?,
         );
         let blocks = batch
             .column_by_name("block_keys")
             .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
             .ok_or_else(|| bad("block_keys has the wrong type".into()))?;
+        let mut keys: Vec<u64> = Vec::new();
         for i in 0..batch.num_rows() {
-            let get = |a: &FixedSizeBinaryArray| a.is_valid(i).then(|| a.value(i).to_vec());
+            fn get(a: &FixedSizeBinaryArray, i: usize) -> Option<&[u8]> {
+                a.is_valid(i).then(|| a.value(i))
+            }
             let b = blocks.value(i);
             if b.len() % 8 != 0 {
                 return Err(bad(format!(
@@ -729,34 +904,25 @@ pub fn read_drop_encodings(path: &Path) -> Result<Option<Vec<DropEncoding>>> {
                     out.len() + 1
                 )));
             }
-            let mut keys: Vec<u64> = b
-                .chunks_exact(8)
-                .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-                .collect();
+            keys.clear();
+            keys.extend(
+                b.chunks_exact(8)
+                    .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))),
+            );
             keys.sort_unstable();
             keys.dedup();
-            out.push(DropEncoding {
-                name: get(name),
-                dob: get(dob),
-                passport: get(passport),
-                blocks: keys,
-            });
+            out.push(
+                get(name, i),
+                get(dob, i),
+                get(passport, i),
+                get(name_key, i).map(|k| u64::from_be_bytes(k.try_into().expect("8 bytes"))),
+                keys.iter().copied(),
+                0,
+                0,
+            );
         }
     }
     Ok(Some(out))
-}
-
-/// One drop row's encodings, as read.
-#[derive(Debug, Clone, Default)]
-pub struct DropEncoding {
-    /// Name filter.
-    pub name: Option<Vec<u8>>,
-    /// Date-of-birth filter.
-    pub dob: Option<Vec<u8>>,
-    /// Passport filter.
-    pub passport: Option<Vec<u8>>,
-    /// Blocking keys, sorted.
-    pub blocks: Vec<u64>,
 }
 
 /// The encodings of `records` (read from a store's `drops`, as
@@ -768,36 +934,38 @@ pub fn encodings_of(
     records: &super::link::Records,
     attrs: &[super::input::Attr],
 ) -> Result<Option<Encodings>> {
-    let mut by_seq: FxHashMap<u32, Vec<DropEncoding>> = FxHashMap::default();
-    for d in drops {
-        let path = crate::store::ingest::resolve(store.root(), &d.path);
-        if let Some(rows) = read_drop_encodings(&path)? {
-            by_seq.insert(d.ledger_seq as u32, rows);
-        }
-    }
+    let read: Vec<(u32, Option<Encodings>)> = drops
+        .par_iter()
+        .map(|d| {
+            let path = crate::store::ingest::resolve(store.root(), &d.path);
+            Ok((d.ledger_seq as u32, read_drop_encodings(&path)?))
+        })
+        .collect::<Result<_>>()?;
+    let by_seq: FxHashMap<u32, Encodings> = read
+        .into_iter()
+        .filter_map(|(seq, e)| e.map(|e| (seq, e)))
+        .collect();
     if by_seq.is_empty() {
         return Ok(None);
     }
     let attr = |name: &str| attrs.iter().position(|a| a.name == name);
     let (nat, sex) = (attr("nationality"), attr("sex"));
-    let mut enc = Encodings::new();
-    for i in 0..records.len() {
+    let n = records.len();
+    let mut enc = Encodings {
+        name: Vec::with_capacity(n * NAME_LEN),
+        dob: Vec::with_capacity(n * DOB_LEN),
+        passport: Vec::with_capacity(n * PASSPORT_LEN),
+        ..Encodings::new()
+    };
+    for i in 0..n {
         let row = records.row(i);
         let nationality = nat.map_or(0, |a| row[a] as u16);
         let sex = sex.map_or(0, |a| row[a]);
-        match by_seq
-            .get(&records.drop_seq[i])
-            .and_then(|rows| rows.get(records.pos[i] as usize))
-        {
-            Some(e) => enc.push(
-                e.name.as_deref(),
-                e.dob.as_deref(),
-                e.passport.as_deref(),
-                e.blocks.iter().copied(),
-                nationality,
-                sex,
-            ),
-            None => enc.push_none(nationality, sex),
+        match by_seq.get(&records.drop_seq[i]) {
+            Some(e) if (records.pos[i] as usize) < e.len() => {
+                enc.push_from(e, records.pos[i] as usize, nationality, sex)
+            }
+            _ => enc.push_none(nationality, sex),
         }
     }
     Ok(Some(enc))
@@ -862,6 +1030,7 @@ mod tests {
                 x.name.as_ref().map(|f| f.as_slice()),
                 x.dob.as_ref().map(|f| f.as_slice()),
                 x.passport.as_ref().map(|f| f.as_slice()),
+                x.name_key,
                 x.blocks().iter().copied(),
                 1,
                 1,
@@ -939,6 +1108,7 @@ mod tests {
                 x.name.as_ref().map(|f| f.as_slice()),
                 x.dob.as_ref().map(|f| f.as_slice()),
                 None,
+                x.name_key,
                 x.blocks().iter().copied(),
                 1,
                 1,
