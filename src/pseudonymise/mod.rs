@@ -422,6 +422,14 @@ impl Pseudonymiser {
         }
     }
 
+    /// This pseudonymiser with another flip probability for the name
+    /// encoding (0: no hardening), for measuring what the hardening costs
+    /// (`benches/linkage.rs`); drops use [`encode::NAME_FLIP`].
+    pub fn with_name_flip(mut self, p: f64) -> Self {
+        self.encoder = self.encoder.with_name_flip(p);
+        self
+    }
+
     fn schema(&self) -> &'static Schema {
         self.form.schema()
     }

@@ -15,7 +15,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, li
 use futures::StreamExt;
 use rustc_hash::FxHashMap;
 
-use super::link::{Persons, Records, Rule, link};
+use super::link::{Persons, Records, Rule};
 use crate::error::{Error, Result};
 use crate::pseudonymise::Period;
 use crate::pseudonymise::country::countries;
@@ -488,19 +488,59 @@ pub struct LinkStats {
     pub fuzzy: Option<super::fuzzy::FuzzyReport>,
 }
 
-/// Reads, links and registers one form: `FORM_records` (the drops' rows,
-/// with `org` and `drop_seq`) and `FORM_persons` (one row per person).
-pub async fn register_form(
+/// How each record of a form was linked, for `safetally link`: per record
+/// (in the order [`read_records`] gives), its drop, its row in that drop,
+/// its person and how it joined the person.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Ledger sequence number of the record's drop.
+    pub drop_seq: Vec<u32>,
+    /// The record's row in its drop (0 for the first).
+    pub pos: Vec<u32>,
+    /// The record's person: an index into the persons.
+    pub person: Vec<u32>,
+    /// Whether the record shares an exact match key with another record.
+    pub exact: Vec<bool>,
+    /// The match weight of the strongest fuzzy link at the record (NaN:
+    /// none).
+    pub score: Vec<f32>,
+    /// The weights of every fuzzy link made.
+    pub fuzzy_weights: Vec<f64>,
+}
+
+/// Whether each record shares its key with another record.
+fn shared(keys: &[u128]) -> Vec<bool> {
+    let mut idx: Vec<(u128, u32)> = keys
+        .iter()
+        .enumerate()
+        .filter(|&(_, &k)| k != 0)
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
+    idx.sort_unstable();
+    let mut out = vec![false; keys.len()];
+    for w in idx.windows(2) {
+        if w[0].0 == w[1].0 {
+            out[w[0].1 as usize] = true;
+            out[w[1].1 as usize] = true;
+        }
+    }
+    out
+}
+
+/// Reads and links one form's drops into persons: exact keys, then, when
+/// `fuzzy_linkage` is set and drops carry encodings, fuzzy links. With
+/// `trace`, also how each record was linked.
+pub async fn link_form(
     ctx: &SessionContext,
     store: &Store,
-    drops: &[InputDrop],
+    form_drops: &[&InputDrop],
     form: Form,
     fuzzy_linkage: bool,
-) -> Result<LinkStats> {
+    params: &super::fuzzy::Params,
+    trace: bool,
+) -> Result<(Persons, LinkStats, Option<Trace>)> {
     let attrs = attributes(form);
-    let frame = records_frame(ctx, store, drops, form).await?;
-    let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
-    let (records, orgs) = read_records(ctx, store, &form_drops, &attrs).await?;
+    let (records, orgs) = read_records(ctx, store, form_drops, &attrs).await?;
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
         per_org[o as usize] += 1;
@@ -512,19 +552,52 @@ pub async fn register_form(
         .collect();
     let n_records = records.len();
     let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
-    let encodings = super::fuzzy::encodings_of(store, &form_drops, &records, &attrs)?;
+    // Without fuzzy linkage the encodings are not even read: exact keys
+    // alone, as for drops of format 1.
+    let encodings = if fuzzy_linkage {
+        super::fuzzy::encodings_of(store, form_drops, &records, &attrs)?
+    } else {
+        None
+    };
     let fuzzy = encodings.map(|enc| {
         super::fuzzy::fuzzy_links(
             &records.key_passport,
             &records.key_name_dob,
             &enc,
-            &super::fuzzy::Params::default(),
+            params,
         )
     });
-    let persons = match fuzzy.as_ref().filter(|_| fuzzy_linkage) {
-        Some(f) => super::link::link_with(records, &rules, &f.pairs()).0,
-        None => link(records, &rules),
+    let mut traced = trace.then(|| {
+        let (p, nd) = (shared(&records.key_passport), shared(&records.key_name_dob));
+        Trace {
+            drop_seq: records.drop_seq.clone(),
+            pos: records.pos.clone(),
+            exact: p.iter().zip(&nd).map(|(a, b)| *a || *b).collect(),
+            score: vec![f32::NAN; n_records],
+            ..Trace::default()
+        }
+    });
+    let joined = match fuzzy.as_ref().filter(|_| fuzzy_linkage) {
+        Some(f) => {
+            if let Some(t) = traced.as_mut() {
+                for e in &f.accepted {
+                    for r in [e.a, e.b] {
+                        let s = &mut t.score[r as usize];
+                        if s.is_nan() || *s < e.weight as f32 {
+                            *s = e.weight as f32;
+                        }
+                    }
+                    t.fuzzy_weights.push(e.weight);
+                }
+            }
+            f.pairs()
+        }
+        None => Vec::new(),
     };
+    let (persons, person) = super::link::link_with(records, &rules, &joined);
+    if let Some(t) = traced.as_mut() {
+        t.person = person;
+    }
     let stats = LinkStats {
         fuzzy: fuzzy.map(|mut f| {
             f.report.linked = fuzzy_linkage;
@@ -537,6 +610,24 @@ pub async fn register_form(
         organisations: by_org.len() as u64,
         records_by_org: by_org,
     };
+    Ok((persons, stats, traced))
+}
+
+/// Reads, links and registers one form: `FORM_records` (the drops' rows,
+/// with `org` and `drop_seq`) and `FORM_persons` (one row per person).
+pub async fn register_form(
+    ctx: &SessionContext,
+    store: &Store,
+    drops: &[InputDrop],
+    form: Form,
+    fuzzy_linkage: bool,
+) -> Result<LinkStats> {
+    let attrs = attributes(form);
+    let frame = records_frame(ctx, store, drops, form).await?;
+    let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
+    let params = super::fuzzy::Params::default();
+    let (persons, stats, _) =
+        link_form(ctx, store, &form_drops, form, fuzzy_linkage, &params, false).await?;
     let partitions = ctx.copied_config().target_partitions().max(1);
     let chunk = (persons.len() / partitions).clamp(8192, 1 << 20);
     let (schema, batches) = persons_batches(persons, &attrs, chunk)?;

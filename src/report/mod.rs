@@ -286,6 +286,79 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
     })
 }
 
+/// One form's linkage over a window, as `safetally link` reports it.
+#[derive(Debug)]
+pub struct FormLinkage {
+    /// The form.
+    pub form: Form,
+    /// The form's drops in the window, in the order they were read.
+    pub drops: Vec<InputDrop>,
+    /// Records per person.
+    pub records_per_person: Vec<u32>,
+    /// What linking found.
+    pub stats: LinkStats,
+    /// How each record was linked.
+    pub trace: input::Trace,
+}
+
+/// A session context as the report's.
+fn session() -> SessionContext {
+    let config = SessionConfig::new()
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
+    SessionContext::new_with_config(config)
+}
+
+/// Links the store's current drops of a window into persons, form by form,
+/// as `report` does (fuzzy links when `fuzzy_linkage`, with `params`), and
+/// says how each record was linked. Reads no key and writes nothing.
+pub fn link_window(
+    store: &Store,
+    from: Period,
+    to: Period,
+    fuzzy_linkage: bool,
+    params: &fuzzy::Params,
+) -> Result<Vec<FormLinkage>> {
+    if from > to {
+        return Err(Error::Usage(format!(
+            "--from {from} is after --to {to}"
+        )));
+    }
+    let state = store.state()?;
+    if let Some(p) = state.ledger.problems.first() {
+        return Err(Error::Refused(format!(
+            "the store's ledger is damaged ({p}): run `safetally store verify {}`",
+            store.root().display()
+        )));
+    }
+    let (inputs, _) = input::select(&state, from, to)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .build()
+        .map_err(|e| Error::io("cannot start the query engine", e))?;
+    runtime.block_on(async {
+        let ctx = session();
+        let mut out = Vec::new();
+        for form in Form::ALL {
+            let drops: Vec<&InputDrop> = inputs.iter().filter(|d| d.form == form.code()).collect();
+            let (persons, stats, trace) =
+                input::link_form(&ctx, store, &drops, form, fuzzy_linkage, params, true).await?;
+            out.push(FormLinkage {
+                form,
+                drops: drops.into_iter().cloned().collect(),
+                records_per_person: persons.records,
+                stats,
+                trace: trace.expect("traced"),
+            });
+        }
+        Ok(out)
+    })
+}
+
 async fn run(
     store: &Store,
     inputs: &[InputDrop],
@@ -294,13 +367,7 @@ async fn run(
     to: Period,
     fuzzy: bool,
 ) -> Result<(Vec<(Form, LinkStats)>, Vec<Table>)> {
-    let config = SessionConfig::new()
-        .set_bool(
-            "datafusion.execution.parquet.schema_force_view_types",
-            false,
-        )
-        .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = session();
     let mut linkage = Vec::new();
     for form in Form::ALL {
         linkage.push((
