@@ -73,14 +73,14 @@ struct Rates {
 }
 
 const RATES: Rates = Rates {
-    name_typo: 0.08,
-    name_transliteration: 0.06,
-    day_month_swap: 0.05,
-    year_typo: 0.04,
+    name_typo: 0.12,
+    name_transliteration: 0.08,
+    day_month_swap: 0.06,
+    year_typo: 0.05,
     dob_missing: 0.03,
     dob_year_only: 0.02,
-    passport_missing: 0.2,
-    passport_typo: 0.05,
+    passport_missing: 0.12,
+    passport_typo: 0.06,
     nationality_missing: 0.03,
 };
 
@@ -163,10 +163,16 @@ struct Pool {
 fn make_pool(rng: &mut ChaCha8Rng, syll: &[&str], n_given: usize, n_family: usize) -> Pool {
     let word = |rng: &mut ChaCha8Rng, seen: &mut std::collections::HashSet<String>| loop {
         let k = rng.random_range(2..=4);
-        let w: String = (0..k).map(|_| *syll.choose(rng).expect("syllables")).collect();
+        let w: String = (0..k)
+            .map(|_| *syll.choose(rng).expect("syllables"))
+            .collect();
         if w.len() >= 3 && seen.insert(w.clone()) {
             let mut c = w.chars();
-            let first = c.next().expect("a letter").to_uppercase().collect::<String>();
+            let first = c
+                .next()
+                .expect("a letter")
+                .to_uppercase()
+                .collect::<String>();
             return first + c.as_str();
         }
     };
@@ -309,10 +315,7 @@ impl Generator {
             }
         }
         let n_given = p.given.len().min(n_tokens);
-        let (mut given, mut family) = (
-            tokens[..n_given].join(" "),
-            tokens[n_given..].join(" "),
-        );
+        let (mut given, mut family) = (tokens[..n_given].join(" "), tokens[n_given..].join(" "));
         if self.rng.random_bool(0.1) {
             std::mem::swap(&mut given, &mut family);
         }
@@ -535,7 +538,11 @@ impl Quality {
     }
     fn f1(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
 }
 
@@ -562,6 +569,20 @@ fn evaluate(store: &Store, ex: &Exports, fuzzy: bool, params: &Params) -> (Quali
         let who = ex.who[ngo][t.pos[i] as usize];
         members.entry(t.person[i]).or_default().push((ngo, who));
     }
+    if std::env::var("DIAG").is_ok() {
+        if let Some(f) = &screening.stats.fuzzy {
+            eprintln!("{}", serde_json::to_string(&f.model).unwrap());
+            eprintln!(
+                "above {} passports {} few {} links {} refused {}",
+                f.pairs_above_threshold,
+                f.refused_passports_differ,
+                f.refused_too_few_strong_fields,
+                f.fuzzy_links,
+                f.refused_by_chaining_guard
+            );
+        }
+        diagnose(store, screening, &ngo_of_seq, ex, &members);
+    }
     let (mut found, mut right) = (0, 0);
     for m in members.values() {
         for (x, &(na, wa)) in m.iter().enumerate() {
@@ -577,11 +598,7 @@ fn evaluate(store: &Store, ex: &Exports, fuzzy: bool, params: &Params) -> (Quali
         let a: std::collections::HashSet<u32> = ex.who[0].iter().copied().collect();
         ex.who[1].iter().filter(|w| a.contains(w)).count()
     };
-    let fuzzy_links = screening
-        .stats
-        .fuzzy
-        .as_ref()
-        .map_or(0, |f| f.fuzzy_links);
+    let fuzzy_links = screening.stats.fuzzy.as_ref().map_or(0, |f| f.fuzzy_links);
     (
         Quality {
             found,
@@ -593,12 +610,86 @@ fn evaluate(store: &Store, ex: &Exports, fuzzy: bool, params: &Params) -> (Quali
     )
 }
 
+/// Tallies the comparison levels (name, date of birth, passport,
+/// nationality, sex) of missed true pairs and of wrong links (levels only:
+/// no value).
+fn diagnose(
+    store: &Store,
+    l: &safetally::report::FormLinkage,
+    ngo_of_seq: &HashMap<u32, usize>,
+    ex: &Exports,
+    members: &HashMap<u32, Vec<(usize, u32)>>,
+) {
+    use safetally::report::fuzzy::{Encodings, read_drop_encodings};
+    let mut enc = Encodings::new();
+    let mut index: HashMap<(usize, u32), usize> = HashMap::new();
+    for d in &l.drops {
+        let path = safetally::store::ingest::resolve(store.root(), &d.path);
+        let e = read_drop_encodings(&path).unwrap().unwrap();
+        let ngo = ngo_of_seq[&(d.ledger_seq as u32)];
+        for i in 0..e.len() {
+            let nat = if ex.rows[ngo][i][5].is_empty() {
+                0
+            } else {
+                ex.rows[ngo][i][5].len() as u16 + ex.rows[ngo][i][5].as_bytes()[0] as u16
+            };
+            let sex = if ex.rows[ngo][i][4].is_empty() {
+                0
+            } else {
+                ex.rows[ngo][i][4].len() as u8
+            };
+            index.insert((ngo, ex.who[ngo][i]), enc.len());
+            enc.push_from(&e, i, nat, sex);
+        }
+    }
+    let mut missed: HashMap<[u8; 5], usize> = HashMap::new();
+    let mut wrong: HashMap<[u8; 5], usize> = HashMap::new();
+    let mut person_of: HashMap<(usize, u32), u32> = HashMap::new();
+    for (p, m) in members {
+        for &x in m {
+            person_of.insert(x, *p);
+        }
+        for (x, &(na, wa)) in m.iter().enumerate() {
+            for &(nb, wb) in &m[x + 1..] {
+                if na != nb && wa != wb {
+                    let lv = enc.compare(index[&(na, wa)], index[&(nb, wb)]).0;
+                    *wrong.entry(lv).or_default() += 1;
+                }
+            }
+        }
+    }
+    for &w in &ex.who[1] {
+        if let (Some(pa), Some(pb)) = (person_of.get(&(0, w)), person_of.get(&(1, w)))
+            && pa != pb
+        {
+            let lv = enc.compare(index[&(0, w)], index[&(1, w)]).0;
+            *missed.entry(lv).or_default() += 1;
+        }
+    }
+    for (name, t) in [("missed", missed), ("wrong", wrong)] {
+        let mut v: Vec<_> = t.into_iter().collect();
+        v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        eprintln!("{name} (levels name,dob,passport,nat,sex; 255 missing):");
+        for (lv, n) in v.iter().take(25) {
+            eprintln!("  {lv:?} {n}");
+        }
+    }
+}
+
 /// The normalised fields of every record, for the peer: the same
 /// normalisation the pseudonymiser applies before encoding.
 fn peer_input(path: &Path, ex: &Exports) {
     let mut w = csv::Writer::from_path(path).unwrap();
-    w.write_record(["side", "row", "name", "dob", "passport", "nationality", "sex"])
-        .unwrap();
+    w.write_record([
+        "side",
+        "row",
+        "name",
+        "dob",
+        "passport",
+        "nationality",
+        "sex",
+    ])
+    .unwrap();
     for (side, rows) in ex.rows.iter().enumerate() {
         for (i, r) in rows.iter().enumerate() {
             let name = name_tokens(&r[1], &r[2]).join(" ");
@@ -644,7 +735,10 @@ fn run_peer(dir: &Path, ex: &Exports) -> Result<(Vec<(f64, Quality)>, f64), Stri
     if !out.status.success() {
         return Err(format!(
             "failed: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     let v: serde_json::Value =
@@ -772,11 +866,7 @@ fn main() {
                 }
             }
             Err(why) => {
-                writeln!(
-                    table,
-                    "| anonlink + clkhash | | | | | | {why} |"
-                )
-                .unwrap();
+                writeln!(table, "| anonlink + clkhash | | | | | | {why} |").unwrap();
             }
         }
     }

@@ -301,6 +301,13 @@ impl Levels {
             .count() as u32
     }
 
+    /// Whether an identifying field agrees at its top level (the same name,
+    /// date or passport number, give or take the hardening's noise): two
+    /// fields each one error apart do not make a link.
+    pub fn one_exact(self) -> bool {
+        self.0[..3].contains(&0)
+    }
+
     /// Whether the two records hold two different passport numbers.
     pub fn passports_differ(self) -> bool {
         self.0[2] == PASSPORT_OTHER
@@ -421,7 +428,7 @@ pub struct FuzzyReport {
     /// Of those, pairs left out because two passport numbers disagree.
     pub refused_passports_differ: u64,
     /// Of those, pairs left out because fewer than `min_strong_fields`
-    /// identifying fields agree strongly.
+    /// identifying fields agree strongly, or none at its top level.
     pub refused_too_few_strong_fields: u64,
     /// Fuzzy links that joined two exact-key groups.
     pub fuzzy_links: u64,
@@ -689,7 +696,7 @@ pub fn fuzzy_links(
         })
         .collect();
     // How common each exactly equal name is: the exact-key groups that
-    // hold it, over the groups with a name.
+    // hold it.
     let mut groups_of_name: Vec<(u64, u32)> = (0..n)
         .filter(|&i| enc.name_key[i] != 0)
         .map(|i| (enc.name_key[i], uf.find(i as u32)))
@@ -700,45 +707,51 @@ pub fn fuzzy_links(
         let mut roots: Vec<u32> = groups_of_name.iter().map(|&(_, r)| r).collect();
         roots.par_sort_unstable();
         roots.dedup();
-        roots.len().max(1) as f64
+        roots.len()
     };
     let mut name_groups: FxHashMap<u64, u32> = FxHashMap::default();
     for &(k, _) in &groups_of_name {
         *name_groups.entry(k).or_default() += 1;
     }
     drop(groups_of_name);
-    // The share of other persons holding exactly this name: the pair's
-    // two groups hold it, one of them is this person.
-    let name_share = |count: u32| (count.saturating_sub(1).max(1) as f64) / groups_with_names;
-    let m_name = m[0][0];
-    let weight_of_name = |count: u32| (m_name / name_share(count)).log2();
+    let same_name = |a: u32, b: u32, l: u16| -> Option<u32> {
+        let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
+        (params.name_frequency && Levels::of_index(l as usize).0[0] == 0 && ka == kb && ka != 0)
+            .then(|| name_groups[&ka])
+    };
+    // Frequency adjustment (after Winkler): the weight of agreeing on
+    // exactly the same name moves by log2 of how much rarer the name is
+    // than the names such pairs agree on on average (geometric mean), so
+    // that a rare name says more and a common one less, and the level's
+    // weight holds on average.
+    let (mut sum, mut k) = (0.0f64, 0usize);
+    for (&(a, b), &l) in pairs.iter().zip(&levels) {
+        if let Some(c) = same_name(a, b, l) {
+            sum += (c as f64).log2();
+            k += 1;
+        }
+    }
+    let mean_log = if k == 0 { 0.0 } else { sum / k as f64 };
+    let adjust = |count: u32| (mean_log - (count as f64).log2()).clamp(-8.0, 8.0);
     let weight_of: Vec<f64> = (0..np)
         .map(|p| log_ratio(Levels::of_index(p), &m, &u))
         .collect();
-    let name_weight0 = (m[0][0] / u[0][0]).log2();
     let weights: Vec<f32> = pairs
         .par_iter()
         .zip(&levels)
         .map(|(&(a, b), &l)| {
-            let mut w = weight_of[l as usize];
-            let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
-            if params.name_frequency
-                && Levels::of_index(l as usize).0[0] == 0
-                && ka == kb
-                && ka != 0
-            {
-                w += weight_of_name(name_groups[&ka]) - name_weight0;
-            }
+            let w = weight_of[l as usize] + same_name(a, b, l).map_or(0.0, adjust);
             w as f32
         })
         .collect();
     if params.name_frequency && !name_groups.is_empty() {
         let most = name_groups.values().copied().max().unwrap_or(2);
+        let base = (m[0][0] / u[0][0]).log2();
         report.model.name_frequency = Some(NameFrequency {
             distinct_names: name_groups.len() as u64,
             groups_with_names: groups_with_names as u64,
-            rarest_weight: weight_of_name(2),
-            most_common_weight: weight_of_name(most),
+            rarest_weight: base + adjust(2),
+            most_common_weight: base + adjust(most),
         });
     }
     // The match share among the pairs no exact key joins, by EM with m and
@@ -796,7 +809,9 @@ pub fn fuzzy_links(
         // linked on other fields' similarity.
         if levels.passports_differ() {
             report.refused_passports_differ += 1;
-        } else if levels.strong_fields() < params.min_strong_fields {
+        } else if levels.strong_fields() < params.min_strong_fields
+            || (!levels.one_exact() && levels.strong_fields() < 3)
+        {
             report.refused_too_few_strong_fields += 1;
         } else {
             above.push(Edge { a, b, weight: w });

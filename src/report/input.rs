@@ -560,12 +560,7 @@ pub async fn link_form(
         None
     };
     let fuzzy = encodings.map(|enc| {
-        super::fuzzy::fuzzy_links(
-            &records.key_passport,
-            &records.key_name_dob,
-            &enc,
-            params,
-        )
+        super::fuzzy::fuzzy_links(&records.key_passport, &records.key_name_dob, &enc, params)
     });
     let mut traced = trace.then(|| {
         let (p, nd) = (shared(&records.key_passport), shared(&records.key_name_dob));

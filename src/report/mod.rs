@@ -323,9 +323,7 @@ pub fn link_window(
     params: &fuzzy::Params,
 ) -> Result<Vec<FormLinkage>> {
     if from > to {
-        return Err(Error::Usage(format!(
-            "--from {from} is after --to {to}"
-        )));
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
     }
     let state = store.state()?;
     if let Some(p) = state.ledger.problems.first() {
