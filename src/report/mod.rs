@@ -17,6 +17,7 @@ pub mod link;
 pub mod output;
 pub mod secondary;
 pub mod tables;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,7 @@ use crate::pseudonymise::Period;
 use crate::schema::Form;
 use crate::store::{Store, recover, release};
 use disclosure::Thresholds;
-use input::{InputDrop, LinkStats};
+pub use input::{InputDrop, LinkStats};
 use tables::{QuerySpec, Table};
 
 /// The report's settings (`--config FILE`, TOML); every field optional.
@@ -52,8 +53,8 @@ pub struct Config {
     /// instance 5); percentages are then of the rounded counts.
     pub rounding_base: Option<u64>,
     /// Link records by the similarity of their encodings as well as by
-    /// exact keys (docs/linkage.md, "Links that survive typos"). Off by
-    /// default: the model is always fitted and reported in the manifest.
+    /// exact keys (docs/linkage.md, "Links that survive typos"); on by
+    /// default. `false`: exact keys alone, and no model is fitted.
     pub fuzzy_linkage: bool,
 }
 
@@ -67,7 +68,7 @@ impl Default for Config {
             protection: None,
             queries: None,
             rounding_base: None,
-            fuzzy_linkage: false,
+            fuzzy_linkage: true,
         }
     }
 }
