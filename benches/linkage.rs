@@ -207,11 +207,26 @@ struct Generator {
 }
 
 impl Generator {
-    fn new(seed: u64) -> Self {
+    /// Name pools for `people` people: 400 given and 700 family names per
+    /// nationality for up to 13,000 people, more in proportion beyond (a
+    /// larger population has more names, not more people per name).
+    fn new(seed: u64, people: usize) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let scale = (people as f64 / 13_000.0).max(1.0);
+        let (given, family) = ((400.0 * scale) as usize, (700.0 * scale) as usize);
         let pools = SYLLABLES
             .iter()
-            .map(|(nat, syll)| (*nat, make_pool(&mut rng, syll, 400, 700)))
+            .map(|(nat, syll)| {
+                // Words of 2 to 4 syllables: keep the pools well inside
+                // how many there are.
+                let room = syll.len().pow(4) / 2;
+                let shrink = ((given + family) as f64 / room as f64).max(1.0);
+                let (g, f) = (
+                    (given as f64 / shrink) as usize,
+                    (family as f64 / shrink) as usize,
+                );
+                (*nat, make_pool(&mut rng, syll, g, f))
+            })
             .collect();
         Generator { rng, pools }
     }
@@ -397,7 +412,7 @@ struct Exports {
 /// NGO A holds `a` people; NGO B holds `pairs` of A's people and `b -
 /// pairs` others. Each record is typed with its own errors.
 fn exports(seed: u64, a: usize, b: usize, pairs: usize, rates: &Rates) -> Exports {
-    let mut g = Generator::new(seed);
+    let mut g = Generator::new(seed, a + b - pairs);
     let people: Vec<Person> = (0..a + b - pairs).map(|_| g.person()).collect();
     let mut shared: Vec<u32> = (0..a as u32).collect();
     for i in (1..shared.len()).rev() {

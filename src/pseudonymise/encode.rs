@@ -3,11 +3,16 @@
 //! ("Nurhayati" and "Nurhayti", 05/03 and 03/05, one passport digit wrong)
 //! without ever seeing a name, a date of birth or a passport number.
 //!
-//! - **Bloom-filter encodings**, one per identity field: each q-gram of the
-//!   normalised field sets `k` bits whose positions come from
+//! - **Bloom-filter encodings** of the name and the passport number: each
+//!   q-gram of the normalised field sets `k` bits whose positions come from
 //!   HMAC-SHA256 under a subkey of the task-force key (double hashing).
 //!   Two filters are compared by their Dice coefficient. Without the key
 //!   nobody can compute the bits of a guessed value.
+//! - **Date-of-birth keys**: keyed hashes of the date and of its one-error
+//!   variants (day and month unordered, each year digit left out, year
+//!   digits sorted, the year alone), compared by equality
+//!   ([`dob_agreement`]). A **name key**: the keyed hash of all the name
+//!   tokens, so that the secretariat can tell how common a name is.
 //! - **Hardening** of the name filter against frequency attacks: every bit
 //!   is flipped with probability [`NAME_FLIP`], with randomness drawn from
 //!   the record's own keyed record key (BLIP, "Bloom and flip"), so two

@@ -719,20 +719,17 @@ pub fn fuzzy_links(
         (params.name_frequency && Levels::of_index(l as usize).0[0] == 0 && ka == kb && ka != 0)
             .then(|| name_groups[&ka])
     };
-    // Frequency adjustment (after Winkler): the weight of agreeing on
-    // exactly the same name moves by log2 of how much rarer the name is
-    // than the names such pairs agree on on average (geometric mean), so
-    // that a rare name says more and a common one less, and the level's
-    // weight holds on average.
-    let (mut sum, mut k) = (0.0f64, 0usize);
-    for (&(a, b), &l) in pairs.iter().zip(&levels) {
-        if let Some(c) = same_name(a, b, l) {
-            sum += (c as f64).log2();
-            k += 1;
-        }
-    }
-    let mean_log = if k == 0 { 0.0 } else { sum / k as f64 };
-    let adjust = |count: u32| (mean_log - (count as f64).log2()).clamp(-8.0, 8.0);
+    // Frequency weights: agreeing on exactly the same name weighs
+    // log2(m / u_v), where u_v, the chance that another person has this
+    // very name, is the share of the persons with a name who hold it
+    // (besides the one the pair may be). A rare name says more than the
+    // level's average, a common one less.
+    let name_m = m[0][0];
+    let level_weight = (m[0][0] / u[0][0]).log2();
+    let adjust = |count: u32| {
+        let share = (count.saturating_sub(1).max(1) as f64) / groups_with_names.max(1) as f64;
+        (name_m / share).log2() - level_weight
+    };
     let weight_of: Vec<f64> = (0..np)
         .map(|p| log_ratio(Levels::of_index(p), &m, &u))
         .collect();
