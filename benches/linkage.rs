@@ -816,7 +816,10 @@ fn main() {
             p
         })
         .collect();
-    let params = Params::default();
+    let params = Params {
+        min_posterior: env_or("POSTERIOR", Params::default().min_posterior),
+        ..Params::default()
+    };
     let (hardened, _) = store_of(&tmp.path().join("hardened"), &csvs, &key, NAME_FLIP);
     let (plain, _) = store_of(&tmp.path().join("plain"), &csvs, &key, 0.0);
     let (exact, exact_s, _) = evaluate(&hardened, &ex, false, &params);

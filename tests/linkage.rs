@@ -292,7 +292,8 @@ fn link_traces_rows_to_input_and_fuzzy_links_join_typo_pairs_only() {
     let model = &fuzzy["model"];
     assert_eq!(model["fitted"], true);
     assert!(model["threshold_weight"].as_f64().unwrap() > 0.0);
-    assert_eq!(model["min_posterior"], 0.999);
+    assert_eq!(model["min_posterior"], 0.99);
+    assert!(model["prior_log2_odds"].as_f64().unwrap() < 0.0);
     for field in ["name", "date_of_birth", "passport", "nationality", "sex"] {
         let levels = model["fields"][field].as_array().unwrap();
         assert!(levels.len() >= 2, "{field}");

@@ -344,7 +344,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             max_block: 100,
-            min_posterior: 0.999,
+            min_posterior: 0.99,
             min_strong_fields: 2,
             max_parts: 4,
             random_pairs: 200_000,
@@ -364,8 +364,12 @@ pub struct Model {
     /// the prior ([`M_PRIOR`]) when there were too few.
     pub m_source: BTreeMap<String, String>,
     /// Share of matches among the candidate pairs that no exact key joins
-    /// (EM's lambda): the prior of the posterior.
+    /// (EM's lambda).
     pub match_share: f64,
+    /// The prior of the posterior: log2 of the odds that a pair of encoded
+    /// records is a match no exact key found (those matches over every
+    /// pair).
+    pub prior_log2_odds: f64,
     /// The posterior threshold.
     pub min_posterior: f64,
     /// The threshold as a match weight (log2 of the likelihood ratio; a
@@ -764,12 +768,21 @@ pub fn fuzzy_links(
     let fitted = ["name", "date_of_birth"]
         .iter()
         .all(|f| m_source.iter().any(|(n, s)| n == f && s != "prior"));
-    let prior = (lambda / (1.0 - lambda)).log2();
+    // The prior: the matches EM finds among the candidates, over every
+    // pair of encoded records (u comes from random pairs of them, not from
+    // candidates: blocking picked the candidates by the same fields the
+    // weights score, so the candidates' share would count that evidence
+    // twice, and more so the more records there are).
+    let matches = (lambda * pairs.len() as f64).max(1.0);
+    let e = encoded.len() as f64;
+    let all_pairs = (e * (e - 1.0) / 2.0).max(matches + 1.0);
+    let prior = (matches / (all_pairs - matches)).log2();
     let threshold_weight = (params.min_posterior / (1.0 - params.min_posterior)).log2() - prior;
     report.model = Model {
         fitted,
         m_source: m_source.into_iter().collect(),
         match_share: lambda,
+        prior_log2_odds: prior,
         min_posterior: params.min_posterior,
         threshold_weight,
         fields: FIELDS
