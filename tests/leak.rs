@@ -516,6 +516,37 @@ fn no_name_encoding_can_be_matched_without_the_key() {
             .unwrap();
         encoded.iter().map(|x| dice(&f, x)).fold(0.0, f64::max)
     };
+    // The name keys: a name's key under another key is none of the drops';
+    // under the drops' own key most names are found.
+    let mut name_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for path in files_under(&w.path("demo/drops"), ".parquet") {
+        let d = DropData::read(&path);
+        for r in 0..d.rows() {
+            name_keys.extend(d.key("name_key", r));
+        }
+    }
+    let key_of = |e: &Encoder, tokens: &[String]| -> Vec<u8> {
+        e.encode(tokens.iter().map(String::as_str), None, "", &[0; 32])
+            .name_key
+            .unwrap()
+            .to_be_bytes()
+            .to_vec()
+    };
+    let own_keys = names
+        .iter()
+        .filter(|t| name_keys.contains(&key_of(&own, t)))
+        .count();
+    assert!(
+        own_keys * 10 >= names.len() * 9,
+        "{own_keys} of {}",
+        names.len()
+    );
+    assert!(
+        names
+            .iter()
+            .all(|t| !name_keys.contains(&key_of(&other, t))),
+        "a name key made under another key matches a drop's"
+    );
     let mut own_found = 0;
     for tokens in &names {
         let b = best(&other, tokens);

@@ -683,8 +683,8 @@ fn drops_of_format_1_without_encodings_are_still_read() {
         |b| {
             let keep: Vec<usize> = (0..b.num_columns())
                 .filter(|&i| {
-                    !b.schema().field(i).name().starts_with("enc_")
-                        && b.schema().field(i).name() != "block_keys"
+                    !safetally::drop::ENCODING_COLUMNS
+                        .contains(&b.schema().field(i).name().as_str())
                 })
                 .collect();
             b.project(&keep).unwrap()
