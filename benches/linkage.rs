@@ -818,6 +818,7 @@ fn main() {
         .collect();
     let params = Params {
         min_posterior: env_or("POSTERIOR", Params::default().min_posterior),
+        min_strong_fields: env_or("STRONG", Params::default().min_strong_fields),
         ..Params::default()
     };
     let (hardened, _) = store_of(&tmp.path().join("hardened"), &csvs, &key, NAME_FLIP);
