@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use safetally::drop::{self, DropMeta, FORMAT_VERSION, arrow_schema};
+use safetally::drop::{self, DropMeta, arrow_schema};
 use safetally::pseudonymise::Period;
 use safetally::pseudonymise::normalise::{AGE_BANDS, NORMALISER_VERSION};
 use safetally::schema::{Form, Role, code_list};
@@ -564,8 +564,9 @@ fn write_drop(dir: &Path, form: Form, d: usize, records: &[u32], p: &Plan, seed:
         arrays.push(array);
     }
     let batch = RecordBatch::try_new(schema, arrays).unwrap();
+    // Keys only: drops of format 1 (no similarity encodings).
     let meta = DropMeta {
-        format_version: FORMAT_VERSION.to_string(),
+        format_version: "1".to_string(),
         form,
         schema_version: form.schema().version,
         org,

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBufferBuilder, OffsetBufferBuilder};
-use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray,
+};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -24,13 +26,34 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::pseudonymise::country::by_alpha3;
+use crate::pseudonymise::encode::{DOB_BITS, ENCODING_RULES, Encoding, NAME_BITS, PASSPORT_BITS};
 use crate::pseudonymise::matchkeys::{NAME_DOB_RULE, PASSPORT_RULE, RECORD_RULE};
 use crate::pseudonymise::normalise::{AGE_BANDS, NORMALISER_VERSION};
 use crate::pseudonymise::{Coded, Period, Value, parse_org};
 use crate::schema::{Form, Role, code_list};
 
-/// Version of the drop format. Bump on any change of columns or metadata.
-pub const FORMAT_VERSION: &str = "1";
+/// Version of the drop format written. Bump on any change of columns or
+/// metadata. Version 2 adds the similarity encodings and blocking keys
+/// ([`ENCODING_COLUMNS`]) after the kept columns.
+pub const FORMAT_VERSION: &str = "2";
+
+/// Drop format versions read: a version-1 drop has no encoding columns
+/// and its records are linked by exact keys only.
+pub const FORMAT_VERSIONS_READ: [&str; 2] = ["1", "2"];
+
+/// The columns format 2 adds after the kept columns: the Bloom-filter
+/// encodings of name, date of birth and passport, and the blocking keys
+/// (8 bytes each, concatenated).
+pub const ENCODING_COLUMNS: [&str; 5] = [
+    "enc_name",
+    "enc_dob",
+    "enc_passport",
+    "name_key",
+    "block_keys",
+];
+
+/// Bytes of each fixed-size encoding column, in [`ENCODING_COLUMNS`] order.
+pub const ENCODING_LENS: [usize; 4] = [NAME_BITS / 8, DOB_BITS / 8, PASSPORT_BITS / 8, 8];
 
 /// Prefix of safetally's Parquet key-value metadata.
 pub const META_PREFIX: &str = "safetally.";
@@ -41,7 +64,29 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 /// The columns every drop starts with, before the form's kept columns.
 pub const KEY_COLUMNS: [&str; 3] = ["record_key", "key_passport", "key_name_dob"];
 
-/// The Arrow schema of a form's drops.
+/// The Arrow schema of a form's drops of `version` (one of
+/// [`FORMAT_VERSIONS_READ`]): version 1's columns, then, from version 2,
+/// [`ENCODING_COLUMNS`].
+pub fn arrow_schema_of(form: Form, version: &str) -> SchemaRef {
+    let base = arrow_schema(form);
+    if version == "1" {
+        return base;
+    }
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (name, len) in ENCODING_COLUMNS.iter().zip(ENCODING_LENS) {
+        fields.push(Field::new(
+            *name,
+            DataType::FixedSizeBinary(len as i32),
+            true,
+        ));
+    }
+    fields.push(Field::new("block_keys", DataType::Binary, false));
+    Arc::new(ArrowSchema::new(fields))
+}
+
+/// The Arrow schema of version 1 of a form's drops: the keys, month, age
+/// band and kept columns every drop has (and the report's record views
+/// show).
 pub fn arrow_schema(form: Form) -> SchemaRef {
     let mut fields = vec![
         Field::new("record_key", DataType::FixedSizeBinary(32), false),
@@ -108,12 +153,14 @@ impl DropMeta {
             ("key_fingerprint", self.key_fingerprint.clone()),
             ("normaliser_version", self.normaliser_version.clone()),
             ("match_rules", rules),
+            ("encoding_rules", ENCODING_RULES.to_string()),
             ("tool_version", self.tool_version.clone()),
             ("created", self.created.clone()),
             ("rows", self.rows.to_string()),
             ("rejected_rows", self.rejected_rows.to_string()),
         ]
         .into_iter()
+        .filter(|(k, _)| *k != "encoding_rules" || self.format_version != "1")
         .map(|(k, v)| KeyValue::new(format!("{META_PREFIX}{k}"), v))
         .collect()
     }
@@ -173,6 +220,7 @@ pub fn to_batch(form: Form, records: &[Coded]) -> Result<RecordBatch> {
             r.age_band,
             r.values.iter().copied(),
         )?;
+        b.push_encoding(&r.encoding);
     }
     b.finish()
 }
@@ -189,6 +237,12 @@ pub struct BatchBuilder {
     event_month: Vec<Period>,
     age_band: Vec<Option<&'static str>>,
     cols: Vec<Col>,
+    /// The encoding columns: name, dob and passport filters (zeros where
+    /// missing), whether each is present, and the blocking keys.
+    enc: [Vec<u8>; 4],
+    enc_present: [Vec<bool>; 4],
+    blocks: Vec<u8>,
+    block_ends: Vec<usize>,
 }
 
 enum Col {
@@ -220,12 +274,16 @@ impl BatchBuilder {
             })
             .collect();
         BatchBuilder {
-            schema: arrow_schema(form),
+            schema: arrow_schema_of(form, FORMAT_VERSION),
             keys: std::array::from_fn(|_| Vec::with_capacity(n * 32)),
             present: std::array::from_fn(|_| Vec::with_capacity(n)),
             event_month: Vec::with_capacity(n),
             age_band: Vec::with_capacity(n),
             cols,
+            enc: ENCODING_LENS.map(|len| Vec::with_capacity(n * len)),
+            enc_present: std::array::from_fn(|_| Vec::with_capacity(n)),
+            blocks: Vec::with_capacity(n * 64),
+            block_ends: Vec::with_capacity(n),
         }
     }
 
@@ -239,6 +297,10 @@ impl BatchBuilder {
         b.present = std::array::from_fn(|_| Vec::with_capacity(n));
         b.event_month = Vec::with_capacity(n);
         b.age_band = Vec::with_capacity(n);
+        b.enc = ENCODING_LENS.map(|len| Vec::with_capacity(n * len));
+        b.enc_present = std::array::from_fn(|_| Vec::with_capacity(n));
+        b.blocks = Vec::with_capacity(n * 64);
+        b.block_ends = Vec::with_capacity(n);
         b.cols = codings
             .iter()
             .map(|c| Col::Coded(Vec::with_capacity(n), *c))
@@ -318,6 +380,28 @@ impl BatchBuilder {
         self.age_band.push(age_band);
     }
 
+    /// Appends the encodings of the row just pushed (every row needs one).
+    pub fn push_encoding(&mut self, e: &Encoding) {
+        let name_key = e.name_key.map(u64::to_be_bytes);
+        let filters: [Option<&[u8]>; 4] = [
+            e.name.as_ref().map(|f| f.as_slice()),
+            e.dob.as_ref().map(|f| f.as_slice()),
+            e.passport.as_ref().map(|f| f.as_slice()),
+            name_key.as_ref().map(|f| f.as_slice()),
+        ];
+        for (i, (f, len)) in filters.into_iter().zip(ENCODING_LENS).enumerate() {
+            match f {
+                Some(f) => self.enc[i].extend_from_slice(f),
+                None => self.enc[i].resize(self.enc[i].len() + len, 0),
+            }
+            self.enc_present[i].push(f.is_some());
+        }
+        for b in e.blocks() {
+            self.blocks.extend_from_slice(&b.to_be_bytes());
+        }
+        self.block_ends.push(self.blocks.len());
+    }
+
     /// Rows appended so far.
     pub fn len(&self) -> usize {
         self.event_month.len()
@@ -337,7 +421,12 @@ impl BatchBuilder {
             event_month,
             age_band,
             cols,
+            enc,
+            enc_present,
+            blocks,
+            block_ends,
         } = self;
+        debug_assert_eq!(block_ends.len(), event_month.len(), "an encoding per row");
         let key = |bytes: Vec<u8>, present: Option<&[bool]>| -> Result<ArrayRef> {
             let nulls = present
                 .and_then(|p| validity(p.len(), |i| p[i]))
@@ -382,6 +471,25 @@ impl BatchBuilder {
                 )),
             });
         }
+        for ((bytes, present), len) in enc.into_iter().zip(&enc_present).zip(ENCODING_LENS) {
+            let nulls = validity(present.len(), |i| present[i]).map(|mut b| b.finish().into());
+            arrays.push(Arc::new(FixedSizeBinaryArray::try_new(
+                len as i32,
+                bytes.into(),
+                nulls,
+            )?));
+        }
+        let mut offsets = OffsetBufferBuilder::<i32>::new(block_ends.len());
+        let mut last = 0;
+        for end in block_ends {
+            offsets.push_length(end - last);
+            last = end;
+        }
+        arrays.push(Arc::new(BinaryArray::try_new(
+            offsets.finish(),
+            blocks.into(),
+            None,
+        )?));
         Ok(RecordBatch::try_new(schema, arrays)?)
     }
 }
@@ -450,8 +558,8 @@ fn writer_properties(key_values: Vec<KeyValue>) -> WriterProperties {
         .set_key_value_metadata(Some(key_values));
     // Keys are uniformly random bytes: a dictionary, compression or min/max
     // statistics cost time and buy nothing.
-    for key in KEY_COLUMNS {
-        let col = ColumnPath::from(key);
+    for key in KEY_COLUMNS.iter().chain(&ENCODING_COLUMNS) {
+        let col = ColumnPath::from(*key);
         builder = builder
             .set_column_dictionary_enabled(col.clone(), false)
             .set_column_compression(col.clone(), Compression::UNCOMPRESSED)
@@ -471,6 +579,7 @@ const LATE_KEYS: [&str; 3] = ["created", "rows", "rejected_rows"];
 pub struct DropWriter {
     dir: PathBuf,
     form: Form,
+    version: String,
     tmp: tempfile::NamedTempFile,
     writer: ArrowWriter<File>,
 }
@@ -498,12 +607,13 @@ impl DropWriter {
             tmp.as_file()
                 .try_clone()
                 .map_err(|e| Error::io("cannot write the drop", e))?,
-            arrow_schema(meta.form),
+            arrow_schema_of(meta.form, &meta.format_version),
             options,
         )?;
         Ok(DropWriter {
             dir: dir.to_path_buf(),
             form: meta.form,
+            version: meta.format_version.clone(),
             tmp,
             writer,
         })
@@ -537,7 +647,7 @@ impl DropWriter {
         }
         self.writer.append_key_value_metadata(KeyValue::new(
             ARROW_SCHEMA_META_KEY.to_string(),
-            encode_arrow_schema(&arrow_schema(self.form)),
+            encode_arrow_schema(&arrow_schema_of(self.form, &self.version)),
         ));
         self.writer.close()?;
         let DropWriter { dir, tmp, .. } = self;
@@ -692,7 +802,7 @@ pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
         .unwrap_or_default();
     let meta = DropMeta::from_key_values(&kv).map_err(|r| refuse(None, r))?;
     let bad = |reason: String| refuse(Some(&meta), reason);
-    if meta.format_version != FORMAT_VERSION {
+    if !FORMAT_VERSIONS_READ.contains(&meta.format_version.as_str()) {
         return Err(bad(format!(
             "drop format version {} is not known to this safetally ({}); update safetally",
             meta.format_version,
@@ -736,7 +846,7 @@ pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
             f.name()
         )));
     }
-    let expected = arrow_schema(meta.form);
+    let expected = arrow_schema_of(meta.form, &meta.format_version);
     let shape = |s: &ArrowSchema| -> Vec<(String, DataType)> {
         s.fields()
             .iter()
@@ -745,8 +855,8 @@ pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
     };
     if shape(&actual) != shape(&expected) {
         return Err(bad(format!(
-            "its columns are not those of a {} drop of format {FORMAT_VERSION}",
-            meta.form
+            "its columns are not those of a {} drop of format {}",
+            meta.form, meta.format_version
         )));
     }
     let file_rows = builder.metadata().file_metadata().num_rows() as u64;

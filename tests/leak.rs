@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, StringArray};
+use arrow_array::{Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, StringArray};
 use safetally::pseudonymise::normalise::{
     BirthDate, name_tokens, normalise_passport, normalise_text, parse_birth_date,
 };
@@ -124,8 +124,16 @@ fn binary_leaks(path: &Path, values: &BTreeSet<String>) -> usize {
     }
     let mut found = 0;
     for col in d.batch.columns() {
-        if let Some(b) = col.as_any().downcast_ref::<FixedSizeBinaryArray>() {
-            for key in b.iter().flatten() {
+        let values: Vec<&[u8]> =
+            if let Some(b) = col.as_any().downcast_ref::<FixedSizeBinaryArray>() {
+                b.iter().flatten().collect()
+            } else if let Some(b) = col.as_any().downcast_ref::<BinaryArray>() {
+                b.iter().flatten().collect()
+            } else {
+                Vec::new()
+            };
+        {
+            for key in values {
                 for (i, w) in key.windows(6).enumerate() {
                     if let Some(candidates) = by_prefix.get(w) {
                         found += candidates
@@ -148,8 +156,10 @@ fn drop_texts(path: &Path) -> Vec<String> {
         let any = col.as_any();
         if let Some(s) = any.downcast_ref::<StringArray>() {
             texts.extend(s.iter().flatten().map(str::to_string));
-        } else if any.downcast_ref::<FixedSizeBinaryArray>().is_some() {
-            // Keys are random-looking bytes: `binary_leaks` scans them.
+        } else if any.downcast_ref::<FixedSizeBinaryArray>().is_some()
+            || any.downcast_ref::<BinaryArray>().is_some()
+        {
+            // Keys, encodings and blocking keys: `binary_leaks` scans them.
         } else {
             assert!(
                 any.downcast_ref::<BooleanArray>().is_some(),
@@ -455,5 +465,102 @@ fn demo_drops_link_into_exactly_the_people_generated() {
     assert_eq!(
         summary["self_assessment"]["fear_of_consequences_pct"]["PHL"],
         48.8
+    );
+}
+
+/// The acceptance test of the encodings: the names of the demo's raw files,
+/// encoded under another key, match no name encoding of the demo's drops,
+/// while the same names under the demo's own key do (so the comparison
+/// can find a match when there is one).
+#[test]
+fn no_name_encoding_can_be_matched_without_the_key() {
+    use safetally::pseudonymise::encode::{Encoder, dice};
+    let w = World::new();
+    w.run(&["demo", "--dir", "demo"]).ok();
+    let mut names: BTreeSet<Vec<String>> = BTreeSet::new();
+    for path in files_under(&w.path("demo/raw"), ".csv") {
+        let form = if path.to_string_lossy().contains("self_assessment") {
+            safetally::schema::Form::SelfAssessment
+        } else {
+            safetally::schema::Form::Screening
+        };
+        let schema = form.schema();
+        let t = safetally::raw::read(&path).unwrap();
+        for row in &t.rows {
+            let cell = |role: Role| row.cells.get(schema.position(role).unwrap()).unwrap_or("");
+            let tokens = name_tokens(cell(Role::FamilyName), cell(Role::GivenName));
+            if !tokens.is_empty() {
+                names.insert(tokens);
+            }
+        }
+    }
+    assert!(names.len() > 200, "{} names", names.len());
+    let mut encoded: Vec<Vec<u8>> = Vec::new();
+    for path in files_under(&w.path("demo/drops"), ".parquet") {
+        let d = DropData::read(&path);
+        for r in 0..d.rows() {
+            encoded.extend(d.key("enc_name", r));
+        }
+    }
+    assert!(encoded.len() > 1000);
+    let key_text = std::fs::read_to_string(w.path("demo/task-force.key")).unwrap();
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(key_text.trim(), &mut bytes).unwrap();
+    let own = Encoder::new(&safetally::key::TaskForceKey::from_bytes(bytes)).with_name_flip(0.0);
+    let other =
+        Encoder::new(&safetally::key::TaskForceKey::from_bytes([0x5a; 32])).with_name_flip(0.0);
+    let best = |e: &Encoder, tokens: &[String]| -> f64 {
+        let f = e
+            .encode(tokens.iter().map(String::as_str), None, "", &[0; 32])
+            .name
+            .unwrap();
+        encoded.iter().map(|x| dice(&f, x)).fold(0.0, f64::max)
+    };
+    // The name keys: a name's key under another key is none of the drops';
+    // under the drops' own key most names are found.
+    let mut name_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for path in files_under(&w.path("demo/drops"), ".parquet") {
+        let d = DropData::read(&path);
+        for r in 0..d.rows() {
+            name_keys.extend(d.key("name_key", r));
+        }
+    }
+    let key_of = |e: &Encoder, tokens: &[String]| -> Vec<u8> {
+        e.encode(tokens.iter().map(String::as_str), None, "", &[0; 32])
+            .name_key
+            .unwrap()
+            .to_be_bytes()
+            .to_vec()
+    };
+    let own_keys = names
+        .iter()
+        .filter(|t| name_keys.contains(&key_of(&own, t)))
+        .count();
+    assert!(
+        own_keys * 10 >= names.len() * 9,
+        "{own_keys} of {}",
+        names.len()
+    );
+    assert!(
+        names
+            .iter()
+            .all(|t| !name_keys.contains(&key_of(&other, t))),
+        "a name key made under another key matches a drop's"
+    );
+    let mut own_found = 0;
+    for tokens in &names {
+        let b = best(&other, tokens);
+        assert!(
+            b < 0.7,
+            "a name encoded under another key matches a drop's encoding (Dice {b})"
+        );
+        if best(&own, tokens) >= 0.85 {
+            own_found += 1;
+        }
+    }
+    assert!(
+        own_found * 10 >= names.len() * 9,
+        "{own_found} of {}",
+        names.len()
     );
 }

@@ -665,3 +665,51 @@ fn a_folder_of_drops_can_be_offered_whole() {
     r.ok();
     assert_eq!(outcomes(&store), ["epoch", "accepted", "accepted"]);
 }
+
+/// Drops of format 1 (no encoding columns) are still read: checked,
+/// ingested and reported on (linked by exact keys only).
+#[test]
+fn drops_of_format_1_without_encodings_are_still_read() {
+    let f = Fleet::new();
+    let new = f.drop("NGO01", "2018-01", 20, "v2");
+    let old = f.w.path("screening_NGO01_2018-01.v1.parquet");
+    crate::util::rewrite_drop(
+        &new,
+        &old,
+        |m| {
+            m.insert("safetally.format_version".into(), "1".into());
+            m.remove("safetally.encoding_rules");
+        },
+        |b| {
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|&i| {
+                    !safetally::drop::ENCODING_COLUMNS
+                        .contains(&b.schema().field(i).name().as_str())
+                })
+                .collect();
+            b.project(&keep).unwrap()
+        },
+    );
+    let checked = safetally::drop::check(&old, None).unwrap();
+    assert_eq!(checked.meta.format_version, "1");
+    assert_eq!(checked.meta.rows, 20);
+    let store = init(&f, &[]);
+    ingest(&f, &[&old]).ok();
+    let out = f.w.path("report");
+    f.w.run(&[
+        "report",
+        "--store",
+        s(&store),
+        "--from",
+        "2018-01",
+        "--to",
+        "2018-01",
+        "--out",
+        s(&out),
+    ])
+    .ok();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["linkage"]["screening"]["records"], 20);
+    assert!(manifest["linkage"]["screening"].get("fuzzy").is_none());
+}

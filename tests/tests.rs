@@ -5,6 +5,7 @@ mod cli;
 mod disclosure;
 mod faults;
 mod leak;
+mod linkage;
 mod normalisation;
 mod properties;
 mod report;

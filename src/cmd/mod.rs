@@ -6,6 +6,7 @@ mod demo;
 mod fingerprint;
 mod ingest;
 mod keygen;
+mod link;
 mod pseudonymise;
 mod report;
 mod store;
@@ -37,6 +38,7 @@ enum Command {
     Ingest(ingest::Args),
     Store(store::Args),
     Report(report::Args),
+    Link(link::Args),
     Audit(audit::Args),
     Demo(demo::Args),
     Synth(synth::Args),
@@ -54,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ingest(a) => ingest::run(a),
         Command::Store(a) => store::run(a),
         Command::Report(a) => report::run(a),
+        Command::Link(a) => link::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),

@@ -133,7 +133,7 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
 /// HMAC-SHA256 (RFC 2104) under one key, with the key's pads already
 /// compressed and the first bytes of every message (under a block) held.
 #[derive(Clone)]
-struct HmacKey {
+pub(crate) struct HmacKey {
     /// The state after the inner pad's block.
     inner: [u32; 8],
     /// The state after the outer pad's block.
@@ -145,7 +145,7 @@ struct HmacKey {
 
 impl HmacKey {
     /// `prefix` must be shorter than a block (64 bytes).
-    fn new(key: &[u8], prefix: &[u8]) -> Self {
+    pub(crate) fn new(key: &[u8], prefix: &[u8]) -> Self {
         assert!(prefix.len() < 64, "a prefix under a block");
         let mut block = [0u8; 64];
         if key.len() > 64 {
@@ -172,7 +172,7 @@ impl HmacKey {
 
     /// A message under way, its prefix fed.
     #[inline]
-    fn start(&self) -> HmacMessage<'_> {
+    pub(crate) fn start(&self) -> HmacMessage<'_> {
         let mut held = [0u8; HELD];
         held[..64].copy_from_slice(&self.prefix);
         HmacMessage {
@@ -188,21 +188,21 @@ impl HmacKey {
 }
 
 /// One HMAC-SHA256 computation under way.
-struct HmacMessage<'a> {
+pub(crate) struct HmacMessage<'a> {
     inner: Sha256Message,
     outer: &'a [u32; 8],
 }
 
 impl HmacMessage<'_> {
     #[inline]
-    fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
     }
 
     /// The outer hash of the inner digest: one block, its padding fixed
     /// (32 bytes after the 64 of the pad: 768 bits).
     #[inline]
-    fn finish(&mut self) -> Digest {
+    pub(crate) fn finish(&mut self) -> Digest {
         let mut block = [0u8; 64];
         block[..32].copy_from_slice(&self.inner.finish());
         block[32] = 0x80;

@@ -6,6 +6,7 @@
 //! never reach a returned record, a problem message or a log.
 
 pub mod country;
+pub mod encode;
 pub mod files;
 pub mod matchkeys;
 pub mod normalise;
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::key::TaskForceKey;
 use crate::raw::{Body, RawFile, RawRow, RawTable, Span, TextBody};
 use crate::schema::{CodeList, Form, Role, Schema, code_list, squash};
+use encode::{Encoder, Encoding};
 use matchkeys::{Digest, Keyer};
 use normalise::{BirthDate, DateError, NameTokens, PassportError};
 
@@ -137,6 +139,8 @@ pub struct Coded {
     pub age_band: Option<&'static str>,
     /// The kept columns' values, in schema order.
     pub values: Vec<Value>,
+    /// Similarity encodings and blocking keys (drop format 2).
+    pub encoding: Encoding,
 }
 
 /// A problem with one row (never carrying a cell's value).
@@ -263,6 +267,7 @@ struct CodedRows {
     key_name_dob: Vec<Option<Digest>>,
     event_month: Vec<Period>,
     age_band: Vec<Option<&'static str>>,
+    encoding: Vec<Encoding>,
     /// The kept columns' values, one run per row: 0 for unknown, otherwise
     /// 1 + the index of the code in its list (or of the country).
     values: Vec<u16>,
@@ -277,6 +282,7 @@ impl CodedRows {
             key_name_dob: Vec::with_capacity(rows),
             event_month: Vec::with_capacity(rows),
             age_band: Vec::with_capacity(rows),
+            encoding: Vec::with_capacity(rows),
             values: Vec::with_capacity(rows * kept),
         }
     }
@@ -320,6 +326,7 @@ struct RowKeys {
     key_name_dob: Option<Digest>,
     event_month: Period,
     age_band: Option<&'static str>,
+    encoding: Encoding,
 }
 
 /// How a kept column's value is stored in [`CodedRows::values`].
@@ -364,6 +371,7 @@ pub struct Pseudonymiser {
     period: Period,
     today: NaiveDate,
     keyer: Keyer,
+    encoder: Encoder,
 }
 
 /// Where each schema column sits in a file's header.
@@ -410,7 +418,16 @@ impl Pseudonymiser {
             period,
             today,
             keyer: Keyer::new(key),
+            encoder: Encoder::new(key),
         }
+    }
+
+    /// This pseudonymiser with another flip probability for the name
+    /// encoding (0: no hardening), for measuring what the hardening costs
+    /// (`benches/linkage.rs`); drops use [`encode::NAME_FLIP`].
+    pub fn with_name_flip(mut self, p: f64) -> Self {
+        self.encoder = self.encoder.with_name_flip(p);
+        self
     }
 
     fn schema(&self) -> &'static Schema {
@@ -824,6 +841,7 @@ impl Pseudonymiser {
                 c.key_name_dob.push(k.key_name_dob);
                 c.event_month.push(k.event_month);
                 c.age_band.push(k.age_band);
+                c.encoding.push(k.encoding);
                 c.values.extend_from_slice(&s.values);
             }
             _ => {
@@ -977,8 +995,16 @@ impl Pseudonymiser {
             Some(BirthDate::Full(d)) => Some(format_date(d, &mut dob_buf)),
             _ => None,
         };
+        let record_key = self.keyer.record(self.form.code(), &self.org, reference);
+        let encoding = self.encoder.encode(
+            names.iter(),
+            birth,
+            if has_passport { passport.as_str() } else { "" },
+            &record_key,
+        );
         Some(RowKeys {
-            record_key: self.keyer.record(self.form.code(), &self.org, reference),
+            record_key,
+            encoding,
             key_passport: self
                 .keyer
                 .passport(has_passport.then_some(passport.as_str()), alpha3),
@@ -1028,6 +1054,7 @@ struct RowView<'a> {
     key_name_dob: Option<&'a Digest>,
     event_month: Period,
     age_band: Option<&'static str>,
+    encoding: &'a Encoding,
 }
 
 /// Coded rows as [`Coded`] records.
@@ -1042,6 +1069,7 @@ impl Target for Records {
             event_month: k.event_month,
             age_band: k.age_band,
             values: kept.iter().zip(values).map(|(k, v)| k.value(*v)).collect(),
+            encoding: k.encoding.clone(),
         });
         Ok(())
     }
@@ -1082,6 +1110,7 @@ impl<S: BatchSink> Target for Batches<S> {
             k.age_band,
             values,
         );
+        self.builder.push_encoding(k.encoding);
         Ok(())
     }
 
@@ -1144,6 +1173,7 @@ impl<'a, T: Target> Assembler<'a, T> {
                 key_name_dob: c.key_name_dob[k].as_ref(),
                 event_month: c.event_month[k],
                 age_band: c.age_band[k],
+                encoding: &c.encoding[k],
             };
             self.target
                 .row(row, &c.values[k * width..(k + 1) * width], &self.p.kept)?;

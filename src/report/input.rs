@@ -17,7 +17,7 @@ use futures::StreamExt;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use super::link::{Persons, Records, Rule, link};
+use super::link::{Persons, Records, Rule};
 use crate::error::{Error, Result};
 use crate::pseudonymise::Period;
 use crate::pseudonymise::country::countries;
@@ -155,8 +155,9 @@ pub async fn records_frame(
             .read_parquet(path, ParquetReadOptions::default())
             .await
             .map_err(df_err)?;
-        let mut cols: Vec<_> = df
-            .schema()
+        // The columns of format 1, which every drop has: the views are
+        // the same over drops with and without encodings.
+        let mut cols: Vec<_> = crate::drop::arrow_schema(form)
             .fields()
             .iter()
             .map(|f| col(format!("\"{}\"", f.name())))
@@ -397,6 +398,8 @@ fn read_drop(
         }
         records.drop_seq.resize(records.drop_seq.len() + n, seq);
         records.org.resize(records.org.len() + n, org);
+        let at = records.pos.len() as u32;
+        records.pos.extend(at..at + n as u32);
         let width = records.width;
         let base = records.codes.len();
         records.codes.resize(base + n * width, 0);
@@ -456,6 +459,7 @@ fn append_in_order(dst: &mut Records, src: &Records, order: &[u32]) {
     dst.drop_seq
         .extend(order.iter().map(|&i| src.drop_seq[i as usize]));
     dst.org.extend(order.iter().map(|&i| src.org[i as usize]));
+    dst.pos.extend(order.iter().map(|&i| src.pos[i as usize]));
     for &i in order {
         dst.codes
             .extend_from_slice(&src.codes[i as usize * w..(i as usize + 1) * w]);
@@ -603,23 +607,65 @@ pub struct LinkStats {
     pub organisations: u64,
     /// Records per organisation.
     pub records_by_org: BTreeMap<String, u64>,
+    /// Fuzzy linkage (when drops carry encodings): the model's weights and
+    /// threshold, and what it linked and refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuzzy: Option<super::fuzzy::FuzzyReport>,
 }
 
-/// Reads, links and registers one form: `FORM_records` (the drops' rows,
-/// with `org` and `drop_seq`) and `FORM_persons` (one row per person).
-pub async fn register_form(
-    ctx: &SessionContext,
+/// How each record of a form was linked, for `safetally link`: per record
+/// (in the order [`read_records`] gives), its drop, its row in that drop,
+/// its person and how it joined the person.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Ledger sequence number of the record's drop.
+    pub drop_seq: Vec<u32>,
+    /// The record's row in its drop (0 for the first).
+    pub pos: Vec<u32>,
+    /// The record's person: an index into the persons.
+    pub person: Vec<u32>,
+    /// Whether the record shares an exact match key with another record.
+    pub exact: Vec<bool>,
+    /// The match weight of the strongest fuzzy link at the record (NaN:
+    /// none).
+    pub score: Vec<f32>,
+    /// The weights of every fuzzy link made.
+    pub fuzzy_weights: Vec<f64>,
+}
+
+/// Whether each record shares its key with another record.
+fn shared(keys: &[u128]) -> Vec<bool> {
+    let mut idx: Vec<(u128, u32)> = keys
+        .iter()
+        .enumerate()
+        .filter(|&(_, &k)| k != 0)
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
+    idx.sort_unstable();
+    let mut out = vec![false; keys.len()];
+    for w in idx.windows(2) {
+        if w[0].0 == w[1].0 {
+            out[w[0].1 as usize] = true;
+            out[w[1].1 as usize] = true;
+        }
+    }
+    out
+}
+
+/// Reads and links one form's drops into persons: exact keys, then, when
+/// `fuzzy_linkage` is set and drops carry encodings, fuzzy links. With
+/// `trace`, also how each record was linked.
+pub async fn link_form(
     store: &Store,
-    drops: &[InputDrop],
+    form_drops: &[&InputDrop],
     form: Form,
-) -> Result<LinkStats> {
+    fuzzy_linkage: bool,
+    params: &super::fuzzy::Params,
+    with_trace: bool,
+) -> Result<(Persons, LinkStats, Option<Trace>)> {
     let attrs = attributes(form);
     let t = std::time::Instant::now();
-    let frame = records_frame(ctx, store, drops, form).await?;
-    trace(&format!("{form}: plan the records view"), t);
-    let t = std::time::Instant::now();
-    let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
-    let (records, orgs) = read_records(store, &form_drops, &attrs).await?;
+    let (records, orgs) = read_records(store, form_drops, &attrs).await?;
     trace(&format!("{form}: read the records"), t);
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
@@ -633,10 +679,53 @@ pub async fn register_form(
     let n_records = records.len();
     let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
     let t = std::time::Instant::now();
-    let persons = link(records, &rules);
+    // Without fuzzy linkage the encodings are not even read: exact keys
+    // alone, as for drops of format 1.
+    let encodings = if fuzzy_linkage {
+        super::fuzzy::encodings_of(store, form_drops, &records, &attrs)?
+    } else {
+        None
+    };
+    let fuzzy = encodings.map(|enc| {
+        super::fuzzy::fuzzy_links(&records.key_passport, &records.key_name_dob, &enc, params)
+    });
+    let mut traced = with_trace.then(|| {
+        let (p, nd) = (shared(&records.key_passport), shared(&records.key_name_dob));
+        Trace {
+            drop_seq: records.drop_seq.clone(),
+            pos: records.pos.clone(),
+            exact: p.iter().zip(&nd).map(|(a, b)| *a || *b).collect(),
+            score: vec![f32::NAN; n_records],
+            ..Trace::default()
+        }
+    });
+    let joined = match fuzzy.as_ref().filter(|_| fuzzy_linkage) {
+        Some(f) => {
+            if let Some(t) = traced.as_mut() {
+                for e in &f.accepted {
+                    for r in [e.a, e.b] {
+                        let s = &mut t.score[r as usize];
+                        if s.is_nan() || *s < e.weight as f32 {
+                            *s = e.weight as f32;
+                        }
+                    }
+                    t.fuzzy_weights.push(e.weight);
+                }
+            }
+            f.pairs()
+        }
+        None => Vec::new(),
+    };
+    let (persons, person) = super::link::link_with(records, &rules, &joined);
     trace(&format!("{form}: link"), t);
-    let t = std::time::Instant::now();
+    if let Some(t) = traced.as_mut() {
+        t.person = person;
+    }
     let stats = LinkStats {
+        fuzzy: fuzzy.map(|mut f| {
+            f.report.linked = fuzzy_linkage;
+            f.report
+        }),
         records: n_records as u64,
         persons: persons.len() as u64,
         anonymous: persons.anonymous.iter().filter(|&&a| a).count() as u64,
@@ -644,6 +733,27 @@ pub async fn register_form(
         organisations: by_org.len() as u64,
         records_by_org: by_org,
     };
+    Ok((persons, stats, traced))
+}
+
+/// Reads, links and registers one form: `FORM_records` (the drops' rows,
+/// with `org` and `drop_seq`) and `FORM_persons` (one row per person).
+pub async fn register_form(
+    ctx: &SessionContext,
+    store: &Store,
+    drops: &[InputDrop],
+    form: Form,
+    fuzzy_linkage: bool,
+) -> Result<LinkStats> {
+    let attrs = attributes(form);
+    let t = std::time::Instant::now();
+    let frame = records_frame(ctx, store, drops, form).await?;
+    trace(&format!("{form}: plan the records view"), t);
+    let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
+    let params = super::fuzzy::Params::default();
+    let (persons, stats, _) =
+        link_form(store, &form_drops, form, fuzzy_linkage, &params, false).await?;
+    let t = std::time::Instant::now();
     let partitions = ctx.copied_config().target_partitions().max(1);
     let chunk = (persons.len() / partitions).clamp(8192, 1 << 20);
     let (schema, batches) = persons_batches(persons, &attrs, chunk)?;

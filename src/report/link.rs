@@ -27,6 +27,9 @@ pub struct Records {
     pub drop_seq: Vec<u32>,
     /// Index of the record's organisation (in the caller's list).
     pub org: Vec<u16>,
+    /// The record's row in its drop (0 for the first), so that a link can
+    /// be traced back to the NGO's input row.
+    pub pos: Vec<u32>,
     /// Attribute columns per record.
     pub width: usize,
     /// Attribute codes, record after record (`width` a record, so that
@@ -48,6 +51,7 @@ impl Records {
             month: Vec::with_capacity(n),
             drop_seq: Vec::with_capacity(n),
             org: Vec::with_capacity(n),
+            pos: Vec::with_capacity(n),
             width: attrs,
             codes: Vec::with_capacity(n * attrs),
         }
@@ -75,6 +79,7 @@ impl Records {
         self.month.extend_from_slice(&other.month);
         self.drop_seq.extend_from_slice(&other.drop_seq);
         self.org.extend_from_slice(&other.org);
+        self.pos.extend_from_slice(&other.pos);
         assert_eq!(self.width, other.width, "records of one form");
         self.codes.extend_from_slice(&other.codes);
     }
@@ -90,6 +95,7 @@ impl Records {
             month: take(&self.month, order),
             drop_seq: take(&self.drop_seq, order),
             org: take(&self.org, order),
+            pos: take(&self.pos, order),
             width: self.width,
             codes: order
                 .iter()
@@ -122,20 +128,20 @@ fn recency_order(month: &[u32], drop_seq: &[u32]) -> Vec<u32> {
 }
 
 /// A union-find over record indices (union by rank, path halving).
-struct UnionFind {
+pub(crate) struct UnionFind {
     parent: Vec<u32>,
     rank: Vec<u8>,
 }
 
 impl UnionFind {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         UnionFind {
             parent: (0..n as u32).collect(),
             rank: vec![0; n],
         }
     }
 
-    fn find(&mut self, mut x: u32) -> u32 {
+    pub(crate) fn find(&mut self, mut x: u32) -> u32 {
         while self.parent[x as usize] != x {
             let p = self.parent[x as usize];
             self.parent[x as usize] = self.parent[p as usize];
@@ -144,7 +150,7 @@ impl UnionFind {
         x
     }
 
-    fn union(&mut self, a: u32, b: u32) {
+    pub(crate) fn union(&mut self, a: u32, b: u32) {
         let (mut a, mut b) = (self.find(a), self.find(b));
         if a == b {
             return;
@@ -252,7 +258,7 @@ impl Persons {
 /// records by the first 64 bits of their key (16 bytes a record, sorted in
 /// place), then runs of equal first halves by the whole key, and joins
 /// neighbours whose whole keys are equal.
-fn unite_by(keys: Vec<u128>, uf: &mut UnionFind) {
+pub(crate) fn unite_by(keys: Vec<u128>, uf: &mut UnionFind) {
     let mut idx: Vec<(u64, u32)> = keys
         .iter()
         .enumerate()
@@ -284,6 +290,13 @@ fn unite_by(keys: Vec<u128>, uf: &mut UnionFind) {
 /// their earliest record by recency. The records are used up: each part is
 /// freed as soon as it is no longer needed.
 pub fn link(records: Records, rules: &[Rule]) -> Persons {
+    link_with(records, rules, &[]).0
+}
+
+/// [`link`], with `joined` (pairs of record indices, such as the fuzzy
+/// links of [`super::fuzzy`]) united besides the records that share a key.
+/// Also returns each record's person (an index into the persons).
+pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Persons, Vec<u32>) {
     let n = records.len();
     assert_eq!(rules.len(), records.width, "one rule per attribute");
     let Records {
@@ -292,6 +305,7 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
         month,
         drop_seq,
         org,
+        pos: _,
         width,
         codes,
     } = records;
@@ -304,6 +318,9 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
     let mut uf = UnionFind::new(n);
     unite_by(key_passport, &mut uf);
     unite_by(key_name_dob, &mut uf);
+    for &(a, b) in joined {
+        uf.union(a, b);
+    }
     // Group records by component, each group in recency order, groups in
     // the order of their first record.
     let order = recency_order(&month, &drop_seq);
@@ -341,7 +358,7 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
             fill[x] += 1;
         }
     }
-    drop((order, person));
+    drop(order);
 
     // Persons are resolved in parallel, a range of them per task, and the
     // ranges put together in order.
@@ -393,7 +410,7 @@ pub fn link(records: Records, rules: &[Rule]) -> Persons {
     for part in parts {
         out.extend(part);
     }
-    out
+    (out, person)
 }
 
 /// Resolves one attribute over a person's records, given in recency order.
@@ -442,6 +459,7 @@ mod tests {
             r.month.push(m);
             r.drop_seq.push(1);
             r.org.push(o);
+            r.pos.push(r.pos.len() as u32);
             r.codes.push(a);
         }
         r

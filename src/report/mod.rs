@@ -10,12 +10,14 @@
 
 pub mod chart;
 pub mod disclosure;
+pub mod fuzzy;
 pub mod html;
 pub mod input;
 pub mod link;
 pub mod output;
 pub mod secondary;
 pub mod tables;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +29,7 @@ use crate::pseudonymise::Period;
 use crate::schema::Form;
 use crate::store::{Store, recover, release};
 use disclosure::Thresholds;
-use input::{InputDrop, LinkStats};
+pub use input::{InputDrop, LinkStats};
 use tables::{QuerySpec, Table};
 
 /// The report's settings (`--config FILE`, TOML); every field optional.
@@ -50,6 +52,10 @@ pub struct Config {
     /// Round every published count to a multiple of this base (for
     /// instance 5); percentages are then of the rounded counts.
     pub rounding_base: Option<u64>,
+    /// Link records by the similarity of their encodings as well as by
+    /// exact keys (docs/linkage.md, "Links that survive typos"); on by
+    /// default. `false`: exact keys alone, and no model is fitted.
+    pub fuzzy_linkage: bool,
 }
 
 impl Default for Config {
@@ -62,6 +68,7 @@ impl Default for Config {
             protection: None,
             queries: None,
             rounding_base: None,
+            fuzzy_linkage: true,
         }
     }
 }
@@ -239,7 +246,8 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
         .build()
         .map_err(|e| Error::io("cannot start the query engine", e))?;
     let t = std::time::Instant::now();
-    let (linkage, mut tables) = runtime.block_on(run(store, &inputs, &specs, from, to))?;
+    let (linkage, mut tables) =
+        runtime.block_on(run(store, &inputs, &specs, from, to, config.fuzzy_linkage))?;
     input::trace("read, link and count", t);
     let t0 = std::time::Instant::now();
     let t = config.thresholds();
@@ -283,23 +291,91 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
     })
 }
 
-async fn run(
-    store: &Store,
-    inputs: &[InputDrop],
-    specs: &[QuerySpec],
-    from: Period,
-    to: Period,
-) -> Result<(Vec<(Form, LinkStats)>, Vec<Table>)> {
+/// One form's linkage over a window, as `safetally link` reports it.
+#[derive(Debug)]
+pub struct FormLinkage {
+    /// The form.
+    pub form: Form,
+    /// The form's drops in the window, in the order they were read.
+    pub drops: Vec<InputDrop>,
+    /// Records per person.
+    pub records_per_person: Vec<u32>,
+    /// What linking found.
+    pub stats: LinkStats,
+    /// How each record was linked.
+    pub trace: input::Trace,
+}
+
+/// A session context as the report's.
+fn session() -> SessionContext {
     let config = SessionConfig::new()
         .set_bool(
             "datafusion.execution.parquet.schema_force_view_types",
             false,
         )
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
-    let ctx = SessionContext::new_with_config(config);
+    SessionContext::new_with_config(config)
+}
+
+/// Links the store's current drops of a window into persons, form by form,
+/// as `report` does (fuzzy links when `fuzzy_linkage`, with `params`), and
+/// says how each record was linked. Reads no key and writes nothing.
+pub fn link_window(
+    store: &Store,
+    from: Period,
+    to: Period,
+    fuzzy_linkage: bool,
+    params: &fuzzy::Params,
+) -> Result<Vec<FormLinkage>> {
+    if from > to {
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+    }
+    let state = store.state()?;
+    if let Some(p) = state.ledger.problems.first() {
+        return Err(Error::Refused(format!(
+            "the store's ledger is damaged ({p}): run `safetally store verify {}`",
+            store.root().display()
+        )));
+    }
+    let (inputs, _) = input::select(&state, from, to)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .build()
+        .map_err(|e| Error::io("cannot start the query engine", e))?;
+    runtime.block_on(async {
+        let mut out = Vec::new();
+        for form in Form::ALL {
+            let drops: Vec<&InputDrop> = inputs.iter().filter(|d| d.form == form.code()).collect();
+            let (persons, stats, trace) =
+                input::link_form(store, &drops, form, fuzzy_linkage, params, true).await?;
+            out.push(FormLinkage {
+                form,
+                drops: drops.into_iter().cloned().collect(),
+                records_per_person: persons.records,
+                stats,
+                trace: trace.expect("traced"),
+            });
+        }
+        Ok(out)
+    })
+}
+
+async fn run(
+    store: &Store,
+    inputs: &[InputDrop],
+    specs: &[QuerySpec],
+    from: Period,
+    to: Period,
+    fuzzy: bool,
+) -> Result<(Vec<(Form, LinkStats)>, Vec<Table>)> {
+    let ctx = session();
     let mut linkage = Vec::new();
     for form in Form::ALL {
-        linkage.push((form, input::register_form(&ctx, store, inputs, form).await?));
+        linkage.push((
+            form,
+            input::register_form(&ctx, store, inputs, form, fuzzy).await?,
+        ));
     }
     let months = months(from, to);
     let mut out = Vec::with_capacity(specs.len());

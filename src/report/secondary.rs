@@ -539,7 +539,11 @@ impl Grid {
 
     /// Cubes through `c` of suppressed cells of the group `local` (cell to
     /// variable), as moves over the group's variables.
-    fn moves(&self, c: usize, local: &rustc_hash::FxHashMap<usize, usize>) -> Vec<Vec<(usize, i64)>> {
+    fn moves(
+        &self,
+        c: usize,
+        local: &rustc_hash::FxHashMap<usize, usize>,
+    ) -> Vec<Vec<(usize, i64)>> {
         const MOST: usize = 48;
         let mut out = Vec::new();
         self.each_cube(

@@ -1,0 +1,1166 @@
+//! Fuzzy linkage: links records of one person that share no exact match
+//! key because one NGO typed a name, a date or a passport number
+//! differently (docs/linkage.md, "Links that survive typos").
+//!
+//! Records that share a blocking key are compared field by field: names
+//! and passport numbers on their Bloom-filter encodings (Dice coefficient,
+//! cut into agreement levels), dates of birth on the keyed hashes they
+//! share (same date, one typing error, same year), nationality and sex on
+//! their codes. A Fellegi-Sunter model weighs each level: `u` (how often
+//! different people agree so) is counted on random pairs, `m` (how often
+//! records of one person do) on the pairs an exact key links, and the
+//! weight of an exactly equal name is made by how common that name is. The
+//! share of matches among the candidate pairs is estimated by EM. A pair
+//! is linked when its posterior match probability reaches the threshold,
+//! at least two identifying fields agree strongly and the passport numbers
+//! do not disagree; links are added strongest first, unless a link would
+//! make a person of more than [`Params::max_parts`] exact-key groups (the
+//! chaining guard): such links are refused and reported.
+//!
+//! Only encodings, keyed hashes and codes are read here; no identity value
+//! exists on the secretariat's side, and none is ever written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow_array::{Array, BinaryArray, FixedSizeBinaryArray};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use super::link::{UnionFind, unite_by};
+use crate::error::{Error, Result};
+use crate::pseudonymise::encode::{
+    DOB_BITS, DobAgreement, NAME_BITS, PASSPORT_BITS, dice, dob_agreement,
+};
+
+const NAME_LEN: usize = NAME_BITS / 8;
+const DOB_LEN: usize = DOB_BITS / 8;
+const PASSPORT_LEN: usize = PASSPORT_BITS / 8;
+
+/// The encodings of records, in the order of the records they belong to.
+#[derive(Debug, Default, Clone)]
+pub struct Encodings {
+    /// Name filters, `NAME_BITS / 8` bytes a record (zeros when missing).
+    pub name: Vec<u8>,
+    /// Date-of-birth keys.
+    pub dob: Vec<u8>,
+    /// Passport filters.
+    pub passport: Vec<u8>,
+    /// Keyed hash of all name tokens (0: no name).
+    pub name_key: Vec<u64>,
+    /// Which encodings a record has: bit 0 name, 1 dob, 2 passport.
+    pub present: Vec<u8>,
+    /// Blocking keys of record `i`: `blocks[block_start[i]..block_start[i + 1]]`.
+    pub blocks: Vec<u64>,
+    /// Where each record's blocking keys start (one more than records).
+    pub block_start: Vec<u32>,
+    /// Nationality code (0 unknown).
+    pub nationality: Vec<u16>,
+    /// Sex code (0 unknown).
+    pub sex: Vec<u8>,
+}
+
+impl Encodings {
+    /// No records yet.
+    pub fn new() -> Self {
+        Encodings {
+            block_start: vec![0],
+            ..Default::default()
+        }
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.present.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.present.is_empty()
+    }
+
+    /// Appends one record's encodings (`None` where missing). Blocking
+    /// keys must be sorted and distinct.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        name: Option<&[u8]>,
+        dob: Option<&[u8]>,
+        passport: Option<&[u8]>,
+        name_key: Option<u64>,
+        blocks: impl IntoIterator<Item = u64>,
+        nationality: u16,
+        sex: u8,
+    ) {
+        let mut present = 0;
+        for (bit, (f, out, len)) in [
+            (name, &mut self.name, NAME_LEN),
+            (dob, &mut self.dob, DOB_LEN),
+            (passport, &mut self.passport, PASSPORT_LEN),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            match f {
+                Some(f) if f.len() == len => {
+                    out.extend_from_slice(f);
+                    present |= 1 << bit;
+                }
+                _ => out.resize(out.len() + len, 0),
+            }
+        }
+        self.present.push(present);
+        self.name_key.push(name_key.unwrap_or(0));
+        self.blocks.extend(blocks);
+        self.block_start.push(self.blocks.len() as u32);
+        self.nationality.push(nationality);
+        self.sex.push(sex);
+    }
+
+    /// A record with no encoding (from a drop of format 1).
+    pub fn push_none(&mut self, nationality: u16, sex: u8) {
+        self.push(None, None, None, None, [], nationality, sex);
+    }
+
+    /// Appends record `i` of `other`, with these codes.
+    pub fn push_from(&mut self, other: &Encodings, i: usize, nationality: u16, sex: u8) {
+        for (out, from, len) in [
+            (&mut self.name, &other.name, NAME_LEN),
+            (&mut self.dob, &other.dob, DOB_LEN),
+            (&mut self.passport, &other.passport, PASSPORT_LEN),
+        ] {
+            out.extend_from_slice(&from[i * len..(i + 1) * len]);
+        }
+        self.present.push(other.present[i]);
+        self.name_key.push(other.name_key[i]);
+        self.blocks.extend_from_slice(other.blocks_of(i));
+        self.block_start.push(self.blocks.len() as u32);
+        self.nationality.push(nationality);
+        self.sex.push(sex);
+    }
+
+    fn blocks_of(&self, i: usize) -> &[u64] {
+        &self.blocks[self.block_start[i] as usize..self.block_start[i + 1] as usize]
+    }
+
+    /// The comparison levels of records `a` and `b`.
+    pub fn compare(&self, a: usize, b: usize) -> Levels {
+        let (pa, pb) = (self.present[a], self.present[b]);
+        let both = |bit: u8| pa & pb & (1 << bit) != 0;
+        let level =
+            |d: f64, cuts: &[f64]| cuts.iter().position(|c| d >= *c).unwrap_or(cuts.len()) as u8;
+        let name = if both(0) {
+            let d = dice(
+                &self.name[a * NAME_LEN..(a + 1) * NAME_LEN],
+                &self.name[b * NAME_LEN..(b + 1) * NAME_LEN],
+            );
+            level(d, FIELDS[0].cuts)
+        } else {
+            MISSING
+        };
+        let dob = if both(1) {
+            match dob_agreement(
+                &self.dob[a * DOB_LEN..(a + 1) * DOB_LEN],
+                &self.dob[b * DOB_LEN..(b + 1) * DOB_LEN],
+            ) {
+                DobAgreement::Same => 0,
+                DobAgreement::OneError => 1,
+                DobAgreement::SameYear => 2,
+                DobAgreement::Other => 3,
+            }
+        } else {
+            MISSING
+        };
+        let passport = if both(2) {
+            let d = dice(
+                &self.passport[a * PASSPORT_LEN..(a + 1) * PASSPORT_LEN],
+                &self.passport[b * PASSPORT_LEN..(b + 1) * PASSPORT_LEN],
+            );
+            level(d, FIELDS[2].cuts)
+        } else {
+            MISSING
+        };
+        let code = |x: u16, y: u16| match (x, y) {
+            (0, _) | (_, 0) => MISSING,
+            _ => (x != y) as u8,
+        };
+        Levels([
+            name,
+            dob,
+            passport,
+            code(self.nationality[a], self.nationality[b]),
+            code(self.sex[a] as u16, self.sex[b] as u16),
+        ])
+    }
+}
+
+/// A field level meaning "one of the two records does not have it".
+pub const MISSING: u8 = u8::MAX;
+
+/// One compared field: its name, the Dice cuts between its levels (level
+/// 0 is at least the first cut; the last level is below every cut; a field
+/// without cuts has its levels from [`Encodings::compare`]), the names of
+/// the levels, and how many of the first levels count as strong agreement.
+pub struct Field {
+    /// The field's name.
+    pub name: &'static str,
+    /// Lower bounds of the Dice coefficient of each level but the last.
+    pub cuts: &'static [f64],
+    /// The levels' names.
+    pub levels: &'static [&'static str],
+    /// Levels below this agree strongly (0: the field never identifies).
+    pub strong: u8,
+}
+
+/// The compared fields, in [`Levels`] order.
+pub const FIELDS: [Field; 5] = [
+    Field {
+        name: "name",
+        cuts: &[0.85, 0.7, 0.55],
+        levels: &["dice>=0.85", "dice>=0.70", "dice>=0.55", "other"],
+        strong: 2,
+    },
+    Field {
+        name: "date_of_birth",
+        cuts: &[],
+        levels: &["same", "one_error", "same_year", "other"],
+        strong: 2,
+    },
+    Field {
+        name: "passport",
+        cuts: &[0.95, 0.65],
+        levels: &["dice>=0.95", "dice>=0.65", "other"],
+        strong: 2,
+    },
+    Field {
+        name: "nationality",
+        cuts: &[],
+        levels: &["same", "different"],
+        strong: 0,
+    },
+    Field {
+        name: "sex",
+        cuts: &[],
+        levels: &["same", "different"],
+        strong: 0,
+    },
+];
+
+/// The passport field's level for two numbers that are both given and not
+/// close: two documents.
+const PASSPORT_OTHER: u8 = 2;
+
+/// The level of each field for one pair ([`MISSING`] when either record
+/// lacks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levels(pub [u8; 5]);
+
+impl Levels {
+    /// The pattern's index: each field's level, or its level count when
+    /// missing, in mixed radix.
+    fn index(self) -> usize {
+        let mut i = 0;
+        for (f, l) in FIELDS.iter().zip(self.0) {
+            let n = f.levels.len() + 1;
+            let l = if l == MISSING {
+                f.levels.len()
+            } else {
+                l as usize
+            };
+            i = i * n + l;
+        }
+        i
+    }
+
+    fn of_index(mut i: usize) -> Levels {
+        let mut out = [0u8; 5];
+        for (k, f) in FIELDS.iter().enumerate().rev() {
+            let n = f.levels.len() + 1;
+            let l = i % n;
+            i /= n;
+            out[k] = if l == f.levels.len() {
+                MISSING
+            } else {
+                l as u8
+            };
+        }
+        Levels(out)
+    }
+
+    /// How many identifying fields agree strongly.
+    pub fn strong_fields(self) -> u32 {
+        FIELDS
+            .iter()
+            .zip(self.0)
+            .filter(|(f, l)| *l != MISSING && *l < f.strong)
+            .count() as u32
+    }
+
+    /// Whether an identifying field agrees at its top level (the same name,
+    /// date or passport number, give or take the hardening's noise): two
+    /// fields each one error apart do not make a link.
+    pub fn one_exact(self) -> bool {
+        self.0[..3].contains(&0)
+    }
+
+    /// Whether the two records hold two different passport numbers.
+    pub fn passports_differ(self) -> bool {
+        self.0[2] == PASSPORT_OTHER
+    }
+}
+
+fn patterns() -> usize {
+    FIELDS.iter().map(|f| f.levels.len() + 1).product()
+}
+
+/// Settings of fuzzy linkage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    /// Blocks with more records than this are not compared (a blocking key
+    /// that common says little); the pairs they hold are compared only
+    /// through the smaller blocks they share.
+    pub max_block: usize,
+    /// Posterior match probability a pair needs to be linked.
+    pub min_posterior: f64,
+    /// Identifying fields (name, date of birth, passport) that must agree
+    /// strongly for a pair to be linked by score.
+    pub min_strong_fields: u32,
+    /// Most exact-key groups fuzzy links may join into one person.
+    pub max_parts: u32,
+    /// Random pairs drawn to estimate `u`.
+    pub random_pairs: usize,
+    /// EM iterations.
+    pub iterations: usize,
+    /// Whether an exactly equal name weighs by how common the name is.
+    pub name_frequency: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            max_block: 100,
+            min_posterior: 0.99,
+            min_strong_fields: 2,
+            max_parts: 4,
+            random_pairs: 200_000,
+            iterations: 60,
+            name_frequency: true,
+        }
+    }
+}
+
+/// The fitted model, as the manifest reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Model {
+    /// Whether `m` of name and date of birth came from exact-key pairs;
+    /// when not, nothing is linked by score.
+    pub fitted: bool,
+    /// Where each field's `m` came from: pairs linked by an exact key, or
+    /// the prior ([`M_PRIOR`]) when there were too few.
+    pub m_source: BTreeMap<String, String>,
+    /// Share of matches among the candidate pairs that no exact key joins
+    /// (EM's lambda).
+    pub match_share: f64,
+    /// The prior of the posterior: log2 of the odds that a pair of encoded
+    /// records is a match no exact key found (those matches over every
+    /// pair).
+    pub prior_log2_odds: f64,
+    /// The posterior threshold.
+    pub min_posterior: f64,
+    /// The threshold as a match weight (log2 of the likelihood ratio; a
+    /// pair is linked when its weight is at least this).
+    pub threshold_weight: f64,
+    /// Per field, per level: `m`, `u` and the weight log2(m/u).
+    pub fields: BTreeMap<String, Vec<LevelWeight>>,
+    /// Exactly equal names: how many distinct names (by their keyed hash)
+    /// the records hold, over how many exact-key groups, and the weight of
+    /// agreeing on the rarest and on the most common of them.
+    pub name_frequency: Option<NameFrequency>,
+}
+
+/// How the weight of an exactly equal name follows the name's frequency.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NameFrequency {
+    /// Distinct names.
+    pub distinct_names: u64,
+    /// Exact-key groups with a name (the denominator of a name's share).
+    pub groups_with_names: u64,
+    /// Weight of agreeing on a name held by two groups.
+    pub rarest_weight: f64,
+    /// Weight of agreeing on the most common name.
+    pub most_common_weight: f64,
+}
+
+/// One level of one field.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LevelWeight {
+    /// The level.
+    pub level: String,
+    /// P(level | match).
+    pub m: f64,
+    /// P(level | non-match).
+    pub u: f64,
+    /// log2(m / u).
+    pub weight: f64,
+}
+
+/// What fuzzy linkage found, for the manifest and `link --stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FuzzyReport {
+    /// Whether the links were used (the report's `fuzzy_linkage`); when
+    /// not, the model was fitted and reported only.
+    pub linked: bool,
+    /// The settings.
+    pub params: Option<Params>,
+    /// The fitted model.
+    pub model: Model,
+    /// Records that carry encodings (drops of format 2).
+    pub encoded_records: u64,
+    /// Blocks larger than `max_block`, not compared.
+    pub oversized_blocks: u64,
+    /// Candidate pairs compared.
+    pub candidate_pairs: u64,
+    /// Of which already joined by exact keys.
+    pub candidate_pairs_joined_by_exact_keys: u64,
+    /// Candidate pairs not joined by exact keys at or above the threshold.
+    pub pairs_above_threshold: u64,
+    /// Of those, pairs left out because two passport numbers disagree.
+    pub refused_passports_differ: u64,
+    /// Of those, pairs left out because fewer than `min_strong_fields`
+    /// identifying fields agree strongly, or none at its top level.
+    pub refused_too_few_strong_fields: u64,
+    /// Fuzzy links that joined two exact-key groups.
+    pub fuzzy_links: u64,
+    /// Links above the threshold refused by the chaining guard.
+    pub refused_by_chaining_guard: u64,
+    /// Histogram of the match weights of candidate pairs that no exact key
+    /// joins: (lower bound, pairs), in bins of 2.
+    pub weight_histogram: Vec<(i32, u64)>,
+}
+
+/// A fuzzy edge: two records and the pair's match weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Edge {
+    /// First record.
+    pub a: u32,
+    /// Second record.
+    pub b: u32,
+    /// Match weight (log2 of the likelihood ratio).
+    pub weight: f64,
+}
+
+/// The outcome of fuzzy linkage over one form's records.
+#[derive(Debug, Clone, Default)]
+pub struct FuzzyLinks {
+    /// Links accepted: each joins two exact-key groups.
+    pub accepted: Vec<Edge>,
+    /// Links above the threshold that the chaining guard refused.
+    pub refused: Vec<Edge>,
+    /// The report.
+    pub report: FuzzyReport,
+}
+
+impl FuzzyLinks {
+    /// The accepted links as pairs of records.
+    pub fn pairs(&self) -> Vec<(u32, u32)> {
+        self.accepted.iter().map(|e| (e.a, e.b)).collect()
+    }
+}
+
+/// Candidate pairs: records sharing a blocking key in a block of at most
+/// `max_block` records, each pair once (under the smallest blocking key it
+/// shares among blocks that are compared). Returns the pairs and the
+/// number of oversized blocks.
+fn candidates(enc: &Encodings, max_block: usize) -> (Vec<(u32, u32)>, u64) {
+    let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(enc.blocks.len());
+    for i in 0..enc.len() {
+        keyed.extend(enc.blocks_of(i).iter().map(|&k| (k, i as u32)));
+    }
+    keyed.par_sort_unstable();
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut oversized: FxHashSet<u64> = FxHashSet::default();
+    let mut start = 0;
+    for i in 1..=keyed.len() {
+        if i == keyed.len() || keyed[i].0 != keyed[start].0 {
+            let n = i - start;
+            if n > max_block {
+                oversized.insert(keyed[start].0);
+            } else if n > 1 {
+                groups.push((start, i));
+            }
+            start = i;
+        }
+    }
+    let pairs: Vec<(u32, u32)> = groups
+        .par_iter()
+        .flat_map_iter(|&(s, e)| {
+            let group = &keyed[s..e];
+            let key = group[0].0;
+            let mut out = Vec::new();
+            for (x, &(_, a)) in group.iter().enumerate() {
+                for &(_, b) in &group[x + 1..] {
+                    let (ba, bb) = (enc.blocks_of(a as usize), enc.blocks_of(b as usize));
+                    // Compared under a smaller shared key already?
+                    let earlier = ba
+                        .iter()
+                        .take_while(|&&k| k < key)
+                        .any(|k| !oversized.contains(k) && bb.binary_search(k).is_ok());
+                    if !earlier {
+                        out.push((a.min(b), a.max(b)));
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    (pairs, oversized.len() as u64)
+}
+
+/// Per field, the share of each level among `counts` (patterns), with half
+/// a pair added to every level so that no level has probability 0.
+fn level_shares(counts: &[f64]) -> Vec<Vec<f64>> {
+    let mut out: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.5; f.levels.len()]).collect();
+    for (p, &c) in counts.iter().enumerate() {
+        if c == 0.0 {
+            continue;
+        }
+        for (f, &l) in Levels::of_index(p).0.iter().enumerate() {
+            if l != MISSING {
+                out[f][l as usize] += c;
+            }
+        }
+    }
+    for f in &mut out {
+        let total: f64 = f.iter().sum();
+        for x in f.iter_mut() {
+            *x /= total;
+        }
+    }
+    out
+}
+
+/// log2 of the likelihood ratio of a pattern under `m` and `u`.
+fn log_ratio(levels: Levels, m: &[Vec<f64>], u: &[Vec<f64>]) -> f64 {
+    let mut w = 0.0;
+    for (f, &l) in levels.0.iter().enumerate() {
+        if l != MISSING {
+            w += (m[f][l as usize] / u[f][l as usize]).log2();
+        }
+    }
+    w
+}
+
+/// Pairs an exact key must provide before a field's `m` is taken from them.
+const MIN_LABELLED: f64 = 30.0;
+
+/// `m` of each field when too few exact-key pairs hold it: most matches
+/// agree, a few were typed with an error.
+pub const M_PRIOR: [&[f64]; 5] = [
+    &[0.88, 0.1, 0.01, 0.01],
+    &[0.85, 0.1, 0.04, 0.01],
+    &[0.8, 0.1, 0.1],
+    &[0.97, 0.03],
+    &[0.98, 0.02],
+];
+
+/// Pattern counts of the pairs an exact key links: each record with the
+/// next one of the same key (at most `limit` pairs).
+fn labelled(keys: &[u128], enc: &Encodings, limit: usize) -> Vec<f64> {
+    let mut idx: Vec<(u128, u32)> = keys
+        .iter()
+        .enumerate()
+        .filter(|&(i, &k)| k != 0 && enc.present[i] != 0)
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
+    idx.par_sort_unstable();
+    let mut counts = vec![0f64; patterns()];
+    for w in idx.windows(2).filter(|w| w[0].0 == w[1].0).take(limit) {
+        counts[enc.compare(w[0].1 as usize, w[1].1 as usize).index()] += 1.0;
+    }
+    counts
+}
+
+/// The match share among pairs of these weights (EM with `m` and `u`
+/// fixed): weights are counted in bins of 1/16 bit first.
+fn match_share(weights: &[f32], iterations: usize) -> f64 {
+    let mut bins: BTreeMap<i32, f64> = BTreeMap::new();
+    for &w in weights {
+        *bins.entry((w * 16.0).round() as i32).or_default() += 1.0;
+    }
+    let bins: Vec<(f64, f64)> = bins
+        .into_iter()
+        .map(|(b, c)| ((b as f64 / 16.0).clamp(-200.0, 200.0).exp2(), c))
+        .collect();
+    let mut lambda = 0.1;
+    for _ in 0..iterations {
+        let odds = lambda / (1.0 - lambda);
+        let matched: f64 = bins
+            .iter()
+            .map(|&(ratio, c)| {
+                let r = odds * ratio;
+                c * r / (1.0 + r)
+            })
+            .sum();
+        lambda = (matched / weights.len() as f64).clamp(1e-9, 1.0 - 1e-9);
+    }
+    lambda
+}
+
+/// Finds fuzzy links among records that carry encodings. `key_passport`
+/// and `key_name_dob` are the records' exact keys (as in
+/// [`super::link::Records`]), so that pairs already joined by them are not
+/// counted as fuzzy links and the chaining guard knows the exact-key
+/// groups.
+pub fn fuzzy_links(
+    key_passport: &[u128],
+    key_name_dob: &[u128],
+    enc: &Encodings,
+    params: &Params,
+) -> FuzzyLinks {
+    let n = enc.len();
+    assert_eq!(n, key_passport.len());
+    let mut report = FuzzyReport {
+        params: Some(params.clone()),
+        encoded_records: enc.present.iter().filter(|&&p| p != 0).count() as u64,
+        ..Default::default()
+    };
+    // The exact-key groups.
+    let mut uf = UnionFind::new(n);
+    unite_by(key_passport.to_vec(), &mut uf);
+    unite_by(key_name_dob.to_vec(), &mut uf);
+    let (mut pairs, oversized) = candidates(enc, params.max_block);
+    report.oversized_blocks = oversized;
+    report.candidate_pairs = pairs.len() as u64;
+    // Pairs an exact key joins already are not fuzzy candidates.
+    pairs.retain(|&(a, b)| uf.find(a) != uf.find(b));
+    report.candidate_pairs_joined_by_exact_keys = report.candidate_pairs - pairs.len() as u64;
+    let levels: Vec<u16> = pairs
+        .par_iter()
+        .map(|&(a, b)| enc.compare(a as usize, b as usize).index() as u16)
+        .collect();
+    let np = patterns();
+    // u: level shares among random pairs of encoded records.
+    let encoded: Vec<u32> = (0..n as u32)
+        .filter(|&i| enc.present[i as usize] != 0)
+        .collect();
+    let mut random = vec![0f64; np];
+    if encoded.len() > 1 {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..params.random_pairs {
+            let a = encoded[rng.random_range(0..encoded.len())];
+            let b = encoded[rng.random_range(0..encoded.len())];
+            if a != b {
+                random[enc.compare(a as usize, b as usize).index()] += 1.0;
+            }
+        }
+    }
+    let u = level_shares(&random);
+    // m: level shares among pairs that an exact key links, each field
+    // from the pairs of the key that does not hold it (passport-key pairs
+    // for name, date of birth, nationality and sex; name-and-birth-key
+    // pairs for the passport), so that the key does not bias its own
+    // field. A field with too few such pairs keeps its prior.
+    let by_passport = labelled(key_passport, enc, params.random_pairs);
+    let by_name_dob = labelled(key_name_dob, enc, params.random_pairs);
+    let from_passport = level_shares(&by_passport);
+    let from_name_dob = level_shares(&by_name_dob);
+    let labelled_pairs = |counts: &[f64], f: usize| -> f64 {
+        counts
+            .iter()
+            .enumerate()
+            .filter(|&(p, _)| Levels::of_index(p).0[f] != MISSING)
+            .map(|(_, c)| c)
+            .sum()
+    };
+    let mut m_source = Vec::new();
+    let m: Vec<Vec<f64>> = FIELDS
+        .iter()
+        .enumerate()
+        .map(|(f, field)| {
+            let (counts, shares, key) = if field.name == "passport" {
+                (&by_name_dob, &from_name_dob, "name_dob")
+            } else {
+                (&by_passport, &from_passport, "passport")
+            };
+            if labelled_pairs(counts, f) >= MIN_LABELLED {
+                m_source.push((
+                    field.name.to_string(),
+                    format!("pairs linked by the {key} key"),
+                ));
+                shares[f].clone()
+            } else {
+                m_source.push((field.name.to_string(), "prior".to_string()));
+                M_PRIOR[f].to_vec()
+            }
+        })
+        .collect();
+    // How common each exactly equal name is: the exact-key groups that
+    // hold it.
+    let mut groups_of_name: Vec<(u64, u32)> = (0..n)
+        .filter(|&i| enc.name_key[i] != 0)
+        .map(|i| (enc.name_key[i], uf.find(i as u32)))
+        .collect();
+    groups_of_name.par_sort_unstable();
+    groups_of_name.dedup();
+    let groups_with_names = {
+        let mut roots: Vec<u32> = groups_of_name.iter().map(|&(_, r)| r).collect();
+        roots.par_sort_unstable();
+        roots.dedup();
+        roots.len()
+    };
+    let mut name_groups: FxHashMap<u64, u32> = FxHashMap::default();
+    for &(k, _) in &groups_of_name {
+        *name_groups.entry(k).or_default() += 1;
+    }
+    drop(groups_of_name);
+    let same_name = |a: u32, b: u32, l: u16| -> Option<u32> {
+        let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
+        (params.name_frequency && Levels::of_index(l as usize).0[0] == 0 && ka == kb && ka != 0)
+            .then(|| name_groups[&ka])
+    };
+    // Frequency weights: agreeing on exactly the same name weighs
+    // log2(m / u_v), where u_v, the chance that another person has this
+    // very name, is the share of the persons with a name who hold it
+    // (besides the one the pair may be). A rare name says more than the
+    // level's average, a common one less.
+    let name_m = m[0][0];
+    let level_weight = (m[0][0] / u[0][0]).log2();
+    let adjust = |count: u32| {
+        let share = (count.saturating_sub(1).max(1) as f64) / groups_with_names.max(1) as f64;
+        (name_m / share).log2() - level_weight
+    };
+    let weight_of: Vec<f64> = (0..np)
+        .map(|p| log_ratio(Levels::of_index(p), &m, &u))
+        .collect();
+    let weights: Vec<f32> = pairs
+        .par_iter()
+        .zip(&levels)
+        .map(|(&(a, b), &l)| {
+            let w = weight_of[l as usize] + same_name(a, b, l).map_or(0.0, adjust);
+            w as f32
+        })
+        .collect();
+    if params.name_frequency && !name_groups.is_empty() {
+        let most = name_groups.values().copied().max().unwrap_or(2);
+        let base = (m[0][0] / u[0][0]).log2();
+        report.model.name_frequency = Some(NameFrequency {
+            distinct_names: name_groups.len() as u64,
+            groups_with_names: groups_with_names as u64,
+            rarest_weight: base + adjust(2),
+            most_common_weight: base + adjust(most),
+        });
+    }
+    // The match share among the pairs no exact key joins, by EM with m and
+    // u fixed: the prior of the posterior.
+    let lambda = if weights.is_empty() {
+        0.5
+    } else {
+        match_share(&weights, params.iterations)
+    };
+    // Without exact-key pairs to learn name and date-of-birth agreement
+    // from, the model is a guess: pairs are scored and reported, but none
+    // is linked.
+    let fitted = ["name", "date_of_birth"]
+        .iter()
+        .all(|f| m_source.iter().any(|(n, s)| n == f && s != "prior"));
+    // The prior: the matches EM finds among the candidates, over every
+    // pair of encoded records (u comes from random pairs of them, not from
+    // candidates: blocking picked the candidates by the same fields the
+    // weights score, so the candidates' share would count that evidence
+    // twice, and more so the more records there are).
+    let matches = (lambda * pairs.len() as f64).max(1.0);
+    let e = encoded.len() as f64;
+    let all_pairs = (e * (e - 1.0) / 2.0).max(matches + 1.0);
+    let prior = (matches / (all_pairs - matches)).log2();
+    let threshold_weight = (params.min_posterior / (1.0 - params.min_posterior)).log2() - prior;
+    report.model = Model {
+        fitted,
+        m_source: m_source.into_iter().collect(),
+        match_share: lambda,
+        prior_log2_odds: prior,
+        min_posterior: params.min_posterior,
+        threshold_weight,
+        fields: FIELDS
+            .iter()
+            .enumerate()
+            .map(|(f, field)| {
+                let levels = field
+                    .levels
+                    .iter()
+                    .enumerate()
+                    .map(|(l, name)| LevelWeight {
+                        level: name.to_string(),
+                        m: m[f][l],
+                        u: u[f][l],
+                        weight: (m[f][l] / u[f][l]).log2(),
+                    })
+                    .collect();
+                (field.name.to_string(), levels)
+            })
+            .collect(),
+        name_frequency: report.model.name_frequency.take(),
+    };
+    let mut histogram: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut above: Vec<Edge> = Vec::new();
+    for ((&(a, b), &l), &w) in pairs.iter().zip(&levels).zip(&weights) {
+        let w = w as f64;
+        *histogram.entry((w / 2.0).floor() as i32 * 2).or_default() += 1;
+        if w < threshold_weight || !fitted {
+            continue;
+        }
+        report.pairs_above_threshold += 1;
+        let levels = Levels::of_index(l as usize);
+        // Two passport numbers that are not close are two documents: never
+        // linked on other fields' similarity.
+        if levels.passports_differ() {
+            report.refused_passports_differ += 1;
+        } else if levels.strong_fields() < params.min_strong_fields
+            || (!levels.one_exact() && levels.strong_fields() < 3)
+        {
+            report.refused_too_few_strong_fields += 1;
+        } else {
+            above.push(Edge { a, b, weight: w });
+        }
+    }
+    report.weight_histogram = histogram.into_iter().collect();
+    // Strongest first; ties by records, so the result does not depend on
+    // the order pairs were found in.
+    above.sort_unstable_by(|x, y| {
+        y.weight
+            .total_cmp(&x.weight)
+            .then((x.a, x.b).cmp(&(y.a, y.b)))
+    });
+    let mut parts: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for e in above {
+        let (ra, rb) = (uf.find(e.a), uf.find(e.b));
+        if ra == rb {
+            continue;
+        }
+        let (pa, pb) = (*parts.get(&ra).unwrap_or(&1), *parts.get(&rb).unwrap_or(&1));
+        if pa + pb > params.max_parts {
+            refused.push(e);
+            continue;
+        }
+        uf.union(ra, rb);
+        let root = uf.find(ra);
+        parts.insert(root, pa + pb);
+        accepted.push(e);
+    }
+    report.fuzzy_links = accepted.len() as u64;
+    report.refused_by_chaining_guard = refused.len() as u64;
+    FuzzyLinks {
+        accepted,
+        refused,
+        report,
+    }
+}
+
+/// Reads the encodings of one drop file, in file order (nationality and
+/// sex left unknown): `None` for a drop of format 1 (no encoding columns).
+pub fn read_drop_encodings(path: &Path) -> Result<Option<Encodings>> {
+    let bad = |reason: String| Error::BadDrop {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(format!("not a readable Parquet file ({e})")))?;
+    let schema = builder.schema().clone();
+    let Some(indices) = crate::drop::ENCODING_COLUMNS
+        .iter()
+        .map(|c| schema.index_of(c).ok())
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return Ok(None);
+    };
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| bad(format!("cannot read ({e})")))?;
+    let mut out = Encodings {
+        name: Vec::with_capacity(rows * NAME_LEN),
+        dob: Vec::with_capacity(rows * DOB_LEN),
+        passport: Vec::with_capacity(rows * PASSPORT_LEN),
+        name_key: Vec::with_capacity(rows),
+        present: Vec::with_capacity(rows),
+        blocks: Vec::with_capacity(rows * 8),
+        block_start: Vec::with_capacity(rows + 1),
+        nationality: Vec::with_capacity(rows),
+        sex: Vec::with_capacity(rows),
+    };
+    out.block_start.push(0);
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(format!("damaged data ({e})")))?;
+        let fixed = |name: &str, len: usize| -> Result<&FixedSizeBinaryArray> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+                .filter(|a| a.value_length() as usize == len)
+                .ok_or_else(|| bad(format!("{name} has the wrong type")))
+        };
+        let (name, dob, passport, name_key) = (
+            fixed("enc_name", NAME_LEN)?,
+            fixed("enc_dob", DOB_LEN)?,
+            fixed("enc_passport", PASSPORT_LEN)?,
+            fixed("name_key", 8)?,
+        );
+        let blocks = batch
+            .column_by_name("block_keys")
+            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| bad("block_keys has the wrong type".into()))?;
+        let mut keys: Vec<u64> = Vec::new();
+        for i in 0..batch.num_rows() {
+            fn get(a: &FixedSizeBinaryArray, i: usize) -> Option<&[u8]> {
+                a.is_valid(i).then(|| a.value(i))
+            }
+            let b = blocks.value(i);
+            if b.len() % 8 != 0 {
+                return Err(bad(format!(
+                    "row {}: block_keys is not a whole number of 8-byte keys",
+                    out.len() + 1
+                )));
+            }
+            keys.clear();
+            keys.extend(
+                b.chunks_exact(8)
+                    .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))),
+            );
+            keys.sort_unstable();
+            keys.dedup();
+            out.push(
+                get(name, i),
+                get(dob, i),
+                get(passport, i),
+                get(name_key, i).map(|k| u64::from_be_bytes(k.try_into().expect("8 bytes"))),
+                keys.iter().copied(),
+                0,
+                0,
+            );
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The encodings of `records` (read from a store's `drops`, as
+/// [`super::input::read_records`] read them), in the records' order; `None`
+/// when no drop carries encodings (every drop of format 1).
+pub fn encodings_of(
+    store: &crate::store::Store,
+    drops: &[&super::input::InputDrop],
+    records: &super::link::Records,
+    attrs: &[super::input::Attr],
+) -> Result<Option<Encodings>> {
+    let read: Vec<(u32, Option<Encodings>)> = drops
+        .par_iter()
+        .map(|d| {
+            let path = crate::store::ingest::resolve(store.root(), &d.path);
+            Ok((d.ledger_seq as u32, read_drop_encodings(&path)?))
+        })
+        .collect::<Result<_>>()?;
+    let by_seq: FxHashMap<u32, Encodings> = read
+        .into_iter()
+        .filter_map(|(seq, e)| e.map(|e| (seq, e)))
+        .collect();
+    if by_seq.is_empty() {
+        return Ok(None);
+    }
+    let attr = |name: &str| attrs.iter().position(|a| a.name == name);
+    let (nat, sex) = (attr("nationality"), attr("sex"));
+    let n = records.len();
+    let mut enc = Encodings {
+        name: Vec::with_capacity(n * NAME_LEN),
+        dob: Vec::with_capacity(n * DOB_LEN),
+        passport: Vec::with_capacity(n * PASSPORT_LEN),
+        ..Encodings::new()
+    };
+    for i in 0..n {
+        let row = records.row(i);
+        let nationality = nat.map_or(0, |a| row[a] as u16);
+        let sex = sex.map_or(0, |a| row[a]);
+        match by_seq.get(&records.drop_seq[i]) {
+            Some(e) if (records.pos[i] as usize) < e.len() => {
+                enc.push_from(e, records.pos[i] as usize, nationality, sex)
+            }
+            _ => enc.push_none(nationality, sex),
+        }
+    }
+    Ok(Some(enc))
+}
+
+/// The cluster sizes of a linkage: how many persons have each number of
+/// records.
+pub fn cluster_sizes(records_per_person: &[u32]) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    for &r in records_per_person {
+        *out.entry(r).or_default() += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::TaskForceKey;
+    use crate::pseudonymise::encode::Encoder;
+    use crate::pseudonymise::normalise::{name_tokens, parse_birth_date};
+
+    #[test]
+    fn pattern_index_round_trips() {
+        for i in 0..patterns() {
+            assert_eq!(Levels::of_index(i).index(), i);
+        }
+    }
+
+    /// Synthetic people: `n` distinct ones with made-up names and a
+    /// passport each. The first `typos` of them get a second record with a
+    /// one-letter typo in the family name and no passport (no exact key
+    /// links it); the next `typos` get a second record with the same
+    /// passport (linked by the passport key), every third with a typo.
+    fn people(n: usize, typos: usize, seed: u64) -> (Encodings, Vec<u32>, Vec<u128>, Vec<u128>) {
+        let e = Encoder::new(&TaskForceKey::from_bytes([4; 32]));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let syll = [
+            "ka", "ri", "na", "to", "su", "me", "lo", "wi", "an", "di", "ra", "ti",
+        ];
+        let word = |rng: &mut ChaCha8Rng| -> String {
+            (0..3)
+                .map(|_| syll[rng.random_range(0..syll.len())])
+                .collect()
+        };
+        let typo = |w: &str| -> String {
+            let mut c: Vec<char> = w.chars().collect();
+            c[2] = if c[2] == 'x' { 'y' } else { 'x' };
+            c.into_iter().collect()
+        };
+        let mut enc = Encodings::new();
+        let (mut truth, mut kp, mut kn) = (Vec::new(), Vec::new(), Vec::new());
+        let mut push = |enc: &mut Encodings, f: &str, g: &str, dob: &str, pp: &str, who: u32| {
+            let tokens = name_tokens(f, g);
+            let x = e.encode(
+                tokens.iter().map(String::as_str),
+                parse_birth_date(dob).ok(),
+                pp,
+                &[(truth.len() % 251) as u8; 32],
+            );
+            enc.push(
+                x.name.as_ref().map(|f| f.as_slice()),
+                x.dob.as_ref().map(|f| f.as_slice()),
+                x.passport.as_ref().map(|f| f.as_slice()),
+                x.name_key,
+                x.blocks().iter().copied(),
+                1,
+                1,
+            );
+            truth.push(who);
+            kp.push(if pp.is_empty() { 0 } else { who as u128 + 1 });
+            kn.push(0);
+        };
+        for who in 0..n as u32 {
+            let (f, g) = (word(&mut rng), word(&mut rng));
+            let dob = format!(
+                "{}-{:02}-{:02}",
+                rng.random_range(1960..2004),
+                rng.random_range(1..13),
+                rng.random_range(1..29)
+            );
+            let pp = format!("X{}", rng.random_range(1_000_000..9_999_999));
+            push(&mut enc, &f, &g, &dob, &pp, who);
+            let who_ = who as usize;
+            if who_ < typos {
+                push(&mut enc, &typo(&f), &g, &dob, "", who);
+            } else if who_ < 2 * typos {
+                let f2 = if who % 3 == 0 { typo(&f) } else { f.clone() };
+                push(&mut enc, &f2, &g, &dob, &pp, who);
+            }
+        }
+        (enc, truth, kp, kn)
+    }
+
+    #[test]
+    fn typo_pairs_are_linked_and_distinct_people_are_not() {
+        let (enc, truth, kp, kn) = people(2000, 300, 1);
+        let links = fuzzy_links(&kp, &kn, &enc, &Params::default());
+        assert!(links.report.model.m_source["name"].contains("passport"));
+        let right = links
+            .accepted
+            .iter()
+            .filter(|e| truth[e.a as usize] == truth[e.b as usize])
+            .count();
+        let wrong = links.accepted.len() - right;
+        assert!(right >= 290, "{right} of 300 typo pairs linked");
+        // Same birthday and a shared name token do occur among distinct
+        // people here; at most one such link per fifty right ones.
+        assert!(wrong * 50 <= right, "{wrong} links of distinct people");
+        assert!(links.report.model.match_share > 0.0);
+        assert!(links.report.model.fields["name"][0].weight > 3.0);
+    }
+
+    #[test]
+    fn the_chaining_guard_refuses_a_long_chain_of_fuzzy_links() {
+        // Seven records that fuzzy links alone would join into one person:
+        // the same name and birth date with typos, no exact key.
+        let e = Encoder::new(&TaskForceKey::from_bytes([4; 32])).with_name_flip(0.0);
+        let names = [
+            "Nurhayati",
+            "Nurhayti",
+            "Nurhayatii",
+            "Nurhajati",
+            "Nurhayatti",
+            "Nurhyati",
+            "Nurhayat",
+        ];
+        // Among distinct people, so that u can be counted.
+        let (mut enc, _, mut kp, mut kn) = people(1000, 100, 3);
+        let first = enc.len() as u32;
+        for (i, name) in names.iter().enumerate() {
+            let t = name_tokens(name, "Siti");
+            let x = e.encode(
+                t.iter().map(String::as_str),
+                parse_birth_date("1990-03-05").ok(),
+                "",
+                &[i as u8; 32],
+            );
+            enc.push(
+                x.name.as_ref().map(|f| f.as_slice()),
+                x.dob.as_ref().map(|f| f.as_slice()),
+                None,
+                x.name_key,
+                x.blocks().iter().copied(),
+                1,
+                1,
+            );
+            kp.push(0);
+            kn.push(0);
+        }
+        let params = Params {
+            max_parts: 3,
+            min_posterior: 0.5,
+            ..Params::default()
+        };
+        let links = fuzzy_links(&kp, &kn, &enc, &params);
+        let mut uf = UnionFind::new(enc.len());
+        for e in &links.accepted {
+            uf.union(e.a, e.b);
+        }
+        let mut sizes: FxHashMap<u32, u32> = FxHashMap::default();
+        for i in first..enc.len() as u32 {
+            *sizes.entry(uf.find(i)).or_default() += 1;
+        }
+        assert!(sizes.values().all(|&s| s <= 3), "{sizes:?}");
+        assert!(sizes.len() >= 3, "{sizes:?}");
+        assert!(!links.refused.is_empty());
+        assert_eq!(
+            links.report.refused_by_chaining_guard,
+            links.refused.len() as u64
+        );
+    }
+}
