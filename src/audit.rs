@@ -401,7 +401,7 @@ pub fn audit(tables: &[Published], p: &Params, earlier: &[EarlierCell]) -> Audit
             Layout::new(table.dimensions.len(), TOTAL, rows)
         })
         .collect();
-    let moves = |v: usize, most: usize| -> Vec<Vec<(usize, i64)>> {
+    let moves = |v: usize, most: usize| -> Vec<Move> {
         let mut out = Vec::new();
         for (t, labels) in &homes[v] {
             layouts[*t].cubes(
@@ -580,7 +580,7 @@ impl<'a> Group<'a> {
     /// along cubes; while some are not settled, a program that pushes them
     /// together, and from its solution again the middle and climbs. What
     /// is still not settled gets programs of its own ([`Group::cell`]).
-    fn settle(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Vec<(usize, i64)>>) {
+    fn settle(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Move>) {
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
         let open = |g: &Self| {
             vars.iter()
@@ -604,14 +604,14 @@ impl<'a> Group<'a> {
 
     /// A solution in the middle of what cubes of suppressed cells allow
     /// around the first.
-    fn centre(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Vec<(usize, i64)>>) {
+    fn centre(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Move>) {
         if self.infeasible {
             return;
         }
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
         let top = vars.iter().map(|&v| self.known.high(v)).max().unwrap_or(0);
         let cap = top.max(0) * 2 + min + width;
-        let all: Vec<Vec<(usize, i64)>> = vars.iter().flat_map(|&v| moves(v, 24)).collect();
+        let all: Vec<Move> = vars.iter().flat_map(|&v| moves(v, 24)).collect();
         for _ in 0..3 {
             self.known
                 .centre(self.sys, cap, all.iter().map(Vec::as_slice));
@@ -620,30 +620,13 @@ impl<'a> Group<'a> {
 
     /// Solutions reached from the first by cubes of suppressed cells
     /// (`moves`), for the variables of `vars` not yet settled.
-    fn climb(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Vec<(usize, i64)>>) {
+    fn climb(&mut self, vars: &[usize], moves: &impl Fn(usize, usize) -> Vec<Move>) {
         if self.infeasible {
             return;
         }
         let (min, width) = (self.p.min_count as i64, self.p.protection as i64);
-        let cache: std::cell::RefCell<rustc_hash::FxHashMap<usize, Vec<Move>>> = Default::default();
-        for &v in vars {
-            if self.known.settles(v, min, width) {
-                continue;
-            }
-            let moves_of = |w: usize| {
-                cache
-                    .borrow_mut()
-                    .entry(w)
-                    .or_insert_with(|| moves(w, 48))
-                    .clone()
-            };
-            let target = min.max(self.known.low(v) + width);
-            if !self.known.climb(self.sys, v, target, true, &moves_of) && self.known.high(v) >= min
-            {
-                let floor = self.known.high(v) - width;
-                self.known.climb(self.sys, v, floor, false, &moves_of);
-            }
-        }
+        self.known
+            .settle_by_moves(self.sys, vars, min, width, |w| moves(w, 48));
     }
 
     /// Solutions that settle the suppressed variables `vars` in bulk.

@@ -536,6 +536,40 @@ impl Witnesses {
         out
     }
 
+    /// For each of `vars` not yet settled (see [`settles`](Self::settles)):
+    /// climbs to what it needs (`min`, and `width` above its lowest), or,
+    /// when it already reaches `min`, down to `width` below its highest,
+    /// along the moves `moves_of` gives (each variable's asked for once).
+    pub fn settle_by_moves<F>(
+        &mut self,
+        sys: &System,
+        vars: &[usize],
+        min: i64,
+        width: i64,
+        moves_of: F,
+    ) where
+        F: Fn(usize) -> Vec<Move>,
+    {
+        let cache: std::cell::RefCell<FxHashMap<usize, Vec<Move>>> = Default::default();
+        let cached = |w: usize| {
+            cache
+                .borrow_mut()
+                .entry(w)
+                .or_insert_with(|| moves_of(w))
+                .clone()
+        };
+        for &v in vars {
+            if self.settles(v, min, width) {
+                continue;
+            }
+            let target = min.max(self.low(v) + width);
+            if !self.climb(sys, v, target, true, &cached) && self.high(v) >= min {
+                let floor = self.high(v) - width;
+                self.climb(sys, v, floor, false, &cached);
+            }
+        }
+    }
+
     /// Climbs from the solution where `v` is highest (lowest when not
     /// `up`) along the moves `moves_of(v)` gives (changes that keep every
     /// equation, as (variable, coefficient), with `v`'s coefficient

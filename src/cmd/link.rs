@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use safetally::Error;
-use safetally::pseudonymise::Period;
 use safetally::report::fuzzy::Params;
 use safetally::report::trace::{stats_text, write_trace};
 use safetally::report::{Config, link_window};
@@ -15,15 +14,8 @@ use safetally::store::Store;
 /// was linked) or print the linkage's statistics.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store.
-    #[arg(long, value_name = "DIR")]
-    store: PathBuf,
-    /// First month of the window.
-    #[arg(long, value_name = "YYYY-MM")]
-    from: Period,
-    /// Last month of the window.
-    #[arg(long, value_name = "YYYY-MM")]
-    to: Period,
+    #[command(flatten)]
+    window: super::Window,
     /// Parquet file of one row per record: form, org, period, drop_sha256,
     /// drop_row (0 for a drop's first row; drops keep the input file's row
     /// order, rejected rows left out), person_id, link (exact, fuzzy or
@@ -67,11 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Some(p) => Config::read(p)?,
         None => Config::default(),
     };
-    let store = Store::open(&args.store)?;
+    let store = Store::open(&args.window.store)?;
     let links = link_window(
         &store,
-        args.from,
-        args.to,
+        args.window.from,
+        args.window.to,
         config.fuzzy_linkage,
         &Params::default(),
     )?;

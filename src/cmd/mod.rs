@@ -20,6 +20,20 @@ use clap::{Parser, Subcommand};
 use safetally::Error;
 use safetally::key::{KEY_FILE_ENV, TaskForceKey};
 
+/// A store and a window of months, as `report` and `link` take them.
+#[derive(Debug, clap::Args)]
+pub struct Window {
+    /// The store.
+    #[arg(long, value_name = "DIR")]
+    store: PathBuf,
+    /// First month of the window.
+    #[arg(long, value_name = "YYYY-MM")]
+    from: safetally::pseudonymise::Period,
+    /// Last month of the window.
+    #[arg(long, value_name = "YYYY-MM")]
+    to: safetally::pseudonymise::Period,
+}
+
 /// safetally: share what task-force members see without sharing who they see.
 #[derive(Debug, Parser)]
 #[command(name = "safetally", version, about, long_about = None)]

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use safetally::pseudonymise::Period;
 use safetally::report::output::headlines;
 use safetally::report::{Config, build, publish};
 use safetally::store::Store;
@@ -11,15 +10,8 @@ use safetally::store::Store;
 /// tables, summary, report.md, report.html and manifest.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store.
-    #[arg(long, value_name = "DIR")]
-    store: PathBuf,
-    /// First month of the window.
-    #[arg(long, value_name = "YYYY-MM")]
-    from: Period,
-    /// Last month of the window.
-    #[arg(long, value_name = "YYYY-MM")]
-    to: Period,
+    #[command(flatten)]
+    window: super::Window,
     /// Folder for the report (new, or empty).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -33,16 +25,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let store = Store::open(&args.store)?;
+    let store = Store::open(&args.window.store)?;
     let config = match &args.config {
         Some(p) => Config::read(p)?,
         None => Config::default(),
     };
     let bar = super::spinner(format!(
         "reading, linking and counting {} to {}",
-        args.from, args.to
+        args.window.from, args.window.to
     ));
-    let report = build(&store, args.from, args.to, config)?;
+    let report = build(&store, args.window.from, args.window.to, config)?;
     bar.set_message("writing and auditing the report");
     let t = std::time::Instant::now();
     let out = publish(&store, &report, &args.out, args.force)?;

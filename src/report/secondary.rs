@@ -539,11 +539,7 @@ impl Grid {
 
     /// Cubes through `c` of suppressed cells of the group `local` (cell to
     /// variable), as moves over the group's variables.
-    fn moves(
-        &self,
-        c: usize,
-        local: &rustc_hash::FxHashMap<usize, usize>,
-    ) -> Vec<Vec<(usize, i64)>> {
+    fn moves(&self, c: usize, local: &rustc_hash::FxHashMap<usize, usize>) -> Vec<Move> {
         const MOST: usize = 48;
         let mut out = Vec::new();
         self.each_cube(
@@ -697,24 +693,7 @@ impl Grid {
         known.absorb(&truth.iter().copied().enumerate().collect::<Vec<_>>());
         let settled = |k: &Witnesses, i: usize| k.settles(i, min, width);
         // Cubes of suppressed cells move the truth to other solutions.
-        let cache: std::cell::RefCell<rustc_hash::FxHashMap<usize, Vec<Move>>> = Default::default();
-        for &i in &todo {
-            if settled(&known, i) {
-                continue;
-            }
-            let moves_of = |j: usize| {
-                cache
-                    .borrow_mut()
-                    .entry(j)
-                    .or_insert_with(|| self.moves(comp[j], &local))
-                    .clone()
-            };
-            let target = min.max(known.low(i) + width);
-            if !known.climb(&sys, i, target, true, &moves_of) && known.high(i) >= min {
-                let floor = known.high(i) - width;
-                known.climb(&sys, i, floor, false, &moves_of);
-            }
-        }
+        known.settle_by_moves(&sys, &todo, min, width, |j| self.moves(comp[j], &local));
         let cap = truth.iter().copied().max().unwrap_or(0) * 2 + min + width;
         known.spread(&sys, &todo, min, width, cap, SPREAD_ROUNDS);
         // What the spreading left: can each cell reach what it needs? (Its
