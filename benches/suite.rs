@@ -12,9 +12,14 @@
 //!    records, plus a tenth as many self-assessment respondents), against
 //!    the DuckDB peer (`benches/peer_duckdb.py`: the same drops, linkage by
 //!    iterated minimum-label propagation in SQL) and against the floor: a
-//!    bare DataFusion scan of every column of the same files (this bench's
-//!    own binary, run as a child). The report's summary and tables, the
-//!    peer and `truth.json` must give the same counts.
+//!    bare DataFusion scan of the same columns of the same files (this
+//!    bench's own binary, run as a child). The report runs with exact keys
+//!    alone (`fuzzy_linkage = false`: the linkage the peer does), and its
+//!    summary and tables, the peer and `truth.json` must give the same
+//!    counts. A second line times the report as it runs by default, with
+//!    fuzzy linkage (its floor also scans the encodings), and says how
+//!    many persons its fuzzy links joined that the generator made distinct
+//!    (`FUZZY=none` skips that line).
 //!
 //! Every program runs as a child process, timed from start to exit, its
 //! peak memory from `wait4`. `RUNS` (default 3) runs of each; min and
@@ -32,6 +37,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use safetally::drop::ENCODING_COLUMNS;
 use safetally::key::TaskForceKey;
 use safetally::pseudonymise::Period;
 use safetally::report::input::select;
@@ -41,13 +47,15 @@ use safetally::synth::bulk_screening_csv;
 use safetally::workload::WorkloadTruth;
 
 /// Bump when the stores' recipe changes: cached stores are keyed by it.
-const GENERATOR: u32 = 1;
+const GENERATOR: u32 = 2;
 const FROM: &str = "2025-01";
 const TO: &str = "2025-12";
 /// Screening records per person the workload makes, on average.
 const RECORDS_PER_PERSON: f64 = 1.22;
 /// The child mode that runs the DataFusion scan floor.
 const SCAN_ENV: &str = "SAFETALLY_SUITE_SCAN";
+/// Whether the floor scans the encoding columns too ("1") or not ("0").
+const SCAN_ENCODINGS_ENV: &str = "SAFETALLY_SUITE_SCAN_ENCODINGS";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -71,6 +79,7 @@ fn main() {
     let runs: usize = env_or("RUNS", 3).max(1);
     let peer_runs: usize = env_or("PEER_RUNS", runs).max(1);
     let peers = !std::env::var("PEER").is_ok_and(|p| p == "none");
+    let fuzzy = !std::env::var("FUZZY").is_ok_and(|p| p == "none");
     let seed: u64 = env_or("SEED", 7);
     let pseudo_rows: usize = env_or("PSEUDO_ROWS", 1_000_000);
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("suite");
@@ -98,9 +107,16 @@ fn main() {
     }
     let mut all_agree = true;
     for &n in &sizes {
-        let (line, agree) = bench_report(&cache, &key_path, n, seed, runs, peer_runs, peers);
+        let plan = Plan {
+            seed,
+            runs,
+            peer_runs,
+            peers,
+            fuzzy,
+        };
+        let (report_lines, agree) = bench_report(&cache, &key_path, n, &plan);
         all_agree &= agree;
-        lines.push(line);
+        lines.extend(report_lines);
     }
 
     println!();
@@ -473,52 +489,81 @@ fn keeping_store<T>(store: &Path, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn bench_report(
-    cache: &Path,
-    key: &Path,
-    n: usize,
+/// How the report lines are measured.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
     seed: u64,
     runs: usize,
     peer_runs: usize,
     peers: bool,
-) -> (String, bool) {
-    let (store, truth) = cached_store(cache, key, n, seed);
-    let expected = truth_counts(&truth);
-    let mut agree = true;
+    /// Whether to time the default report (fuzzy linkage on) too.
+    fuzzy: bool,
+}
+
+/// `RUNS` runs of `safetally report` over the store, with fuzzy linkage on
+/// (the default) or off: the measurements, and the counts of the last run.
+fn run_reports(
+    cache: &Path,
+    store: &Path,
+    n: usize,
+    runs: usize,
+    fuzzy: bool,
+) -> (Vec<Measured>, Value, Value, u64) {
+    let config = cache.join("exact-keys.toml");
+    std::fs::write(&config, "fuzzy_linkage = false\n").unwrap();
     let mut ours = Vec::new();
-    let mut ours_by_month = Value::Null;
+    let (mut counts, mut by_month, mut fuzzy_links) = (Value::Null, Value::Null, 0);
     for run in 0..runs {
         let out = tempfile::tempdir_in(cache).unwrap();
-        let m = keeping_store(&store, || {
+        let m = keeping_store(store, || {
             let mut cmd = safetally();
             cmd.args(["report", "--store"])
-                .arg(&store)
+                .arg(store)
                 .args(["--from", FROM, "--to", TO, "--out"])
                 .arg(out.path().join("report"));
+            if !fuzzy {
+                cmd.arg("--config").arg(&config);
+            }
             measure(&mut cmd, out.path(), "report").expect("safetally report runs")
         });
-        let (counts, by_month) = report_counts(&out.path().join("report"));
-        if counts != expected {
-            eprintln!("report counts {counts}\n   generator's {expected}");
-            agree = false;
-        }
-        ours_by_month = by_month;
+        (counts, by_month) = report_counts(&out.path().join("report"));
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("report/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        fuzzy_links = manifest["linkage"]["screening"]["fuzzy"]["fuzzy_links"]
+            .as_u64()
+            .unwrap_or(0);
         eprintln!(
-            "{n} records, run {}: report {:.2} s, {:.0} MiB peak",
+            "{n} records, run {}: report (fuzzy linkage {}) {:.2} s, {:.0} MiB peak",
             run + 1,
+            if fuzzy { "on" } else { "off" },
             m.wall,
             m.peak_mib
         );
         ours.push(m);
     }
+    (ours, counts, by_month, fuzzy_links)
+}
+
+/// `RUNS` runs of the floor: a bare DataFusion scan of the columns a report
+/// reads (all of them with fuzzy linkage; without, all but the encodings).
+fn run_floor(
+    cache: &Path,
+    store: &Path,
+    n: usize,
+    runs: usize,
+    encodings: bool,
+    rows: u64,
+) -> Vec<Measured> {
     let mut floor = Vec::new();
     for run in 0..runs {
         let out = tempfile::tempdir_in(cache).unwrap();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.env(SCAN_ENV, &store);
+        cmd.env(SCAN_ENV, store)
+            .env(SCAN_ENCODINGS_ENV, if encodings { "1" } else { "0" });
         let m = measure(&mut cmd, out.path(), "scan").expect("the scan floor runs");
         let v = last_json(&out.path().join("scan.stdout"));
-        let rows = truth.screening_records + truth.self_assessment_records;
         assert_eq!(
             v["rows"].as_u64(),
             Some(rows),
@@ -527,6 +572,32 @@ fn bench_report(
         eprintln!("{n} records, run {}: scan {:.2} s", run + 1, m.wall);
         floor.push(m);
     }
+    floor
+}
+
+/// Two lines of the table: the report with exact keys alone (the linkage
+/// the DuckDB peer does) against the peer and the floor, and the report as
+/// it runs by default (fuzzy linkage on) against its floor, with how many
+/// persons fuzzy links joined that the generator made distinct (the
+/// workload has no typos, so every fuzzy link there joins two people).
+fn bench_report(cache: &Path, key: &Path, n: usize, plan: &Plan) -> (Vec<String>, bool) {
+    let Plan {
+        seed,
+        runs,
+        peer_runs,
+        peers,
+        fuzzy,
+    } = *plan;
+    let (store, truth) = cached_store(cache, key, n, seed);
+    let expected = truth_counts(&truth);
+    let rows = truth.screening_records + truth.self_assessment_records;
+    let mut agree = true;
+    let (ours, counts, ours_by_month, _) = run_reports(cache, &store, n, runs, false);
+    if counts != expected {
+        eprintln!("report counts {counts}\n   generator's {expected}");
+        agree = false;
+    }
+    let floor = run_floor(cache, &store, n, runs, false, rows);
     let mut theirs = Vec::new();
     let mut missing = if peers {
         String::new()
@@ -585,31 +656,53 @@ fn bench_report(
             format!("**{:.1}x**", p_min / o_min),
         )
     };
-    let line = format!(
-        "| report | {} screening + {} self-assessment | {o_min:.2} / {o_med:.2} (CPU {o_cpu:.1}) \
-         | {o_peak:.0} | {peer_cols} | {ratio} | {f_min:.2} / {f_med:.2} (CPU {f_cpu:.1}) | \
-         {f_peak:.0} | {:.1}x | {} |",
+    let records = format!(
+        "{} screening + {} self-assessment",
         thousands(truth.screening_records),
-        thousands(truth.self_assessment_records),
+        thousands(truth.self_assessment_records)
+    );
+    let mut lines = vec![format!(
+        "| report, exact keys (as the peer) | {records} | {o_min:.2} / {o_med:.2} (CPU \
+         {o_cpu:.1}) | {o_peak:.0} | {peer_cols} | {ratio} | {f_min:.2} / {f_med:.2} (CPU \
+         {f_cpu:.1}) | {f_peak:.0} | {:.1}x | {} |",
         o_min / f_min,
         match (agree, theirs.is_empty()) {
             (false, _) => "NO",
             (true, false) => "yes (report = DuckDB = generator)",
             (true, true) => "report = generator",
         }
-    );
-    (line, agree)
+    )];
+    if fuzzy {
+        let (ours, counts, _, links) = run_reports(cache, &store, n, runs, true);
+        let floor = run_floor(cache, &store, n, runs, true, rows);
+        let (o_min, o_med, o_peak, o_cpu) = stats(&ours);
+        let (f_min, f_med, f_peak, f_cpu) = stats(&floor);
+        let persons = counts["persons"].as_u64().unwrap_or(0);
+        lines.push(format!(
+            "| report, default (exact keys + fuzzy linkage) | {records} | {o_min:.2} / \
+             {o_med:.2} (CPU {o_cpu:.1}) | {o_peak:.0} | - | - | - | - | {f_min:.2} / \
+             {f_med:.2} (CPU {f_cpu:.1}) | {f_peak:.0} | {:.1}x | persons {} against the \
+             generator's {} ({links} fuzzy links, {} persons joined wrongly) |",
+            o_min / f_min,
+            thousands(persons),
+            thousands(truth.screening_persons),
+            truth.screening_persons.saturating_sub(persons),
+        ));
+    }
+    (lines, agree)
 }
 
 // ---------------------------------------------------------------------------
 // The floor.
 
-/// Child mode: scans every column of the window's current drops with
-/// DataFusion (one `read_parquet` over the files of each form, every
+/// Child mode: scans the columns a report reads (every column with
+/// fuzzy linkage, all but the encodings without) of the window's current
+/// drops with DataFusion (one `read_parquet` over the files of each form, every
 /// partition driven at once) and prints the rows read.
 fn scan_floor(store: &Path) {
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
     use futures::StreamExt;
+    let encodings = std::env::var(SCAN_ENCODINGS_ENV).is_ok_and(|v| v == "1");
     let store = Store::open(store).unwrap();
     let state = store.state().unwrap();
     let (drops, _) = select(&state, FROM.parse().unwrap(), TO.parse().unwrap()).unwrap();
@@ -630,6 +723,19 @@ fn scan_floor(store: &Path) {
                 .read_parquet(paths, ParquetReadOptions::default())
                 .await
                 .unwrap();
+            let df = if encodings {
+                df
+            } else {
+                let kept: Vec<String> = df
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|c| !ENCODING_COLUMNS.contains(&c.as_str()))
+                    .collect();
+                let kept: Vec<&str> = kept.iter().map(String::as_str).collect();
+                df.select_columns(&kept).unwrap()
+            };
             let streams = df.execute_stream_partitioned().await.unwrap();
             let tasks: Vec<_> = streams
                 .into_iter()

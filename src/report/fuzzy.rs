@@ -29,7 +29,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::link::{UnionFind, unite_by};
@@ -321,9 +321,11 @@ fn patterns() -> usize {
 /// Settings of fuzzy linkage.
 #[derive(Debug, Clone, Serialize)]
 pub struct Params {
-    /// Blocks with more records than this are not compared (a blocking key
-    /// that common says little); the pairs they hold are compared only
-    /// through the smaller blocks they share.
+    /// Blocks with more records than this are split by nationality and
+    /// sex, and parts still larger are not compared (a blocking key that
+    /// common says little); the pairs they hold are compared only through
+    /// the smaller blocks they share. This keeps the pairs compared in
+    /// proportion to the records.
     pub max_block: usize,
     /// Posterior match probability a pair needs to be linked.
     pub min_posterior: f64,
@@ -343,7 +345,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            max_block: 100,
+            max_block: 25,
             min_posterior: 0.99,
             min_strong_fields: 2,
             max_parts: 4,
@@ -472,53 +474,124 @@ impl FuzzyLinks {
     }
 }
 
-/// Candidate pairs: records sharing a blocking key in a block of at most
-/// `max_block` records, each pair once (under the smallest blocking key it
-/// shares among blocks that are compared). Returns the pairs and the
-/// number of oversized blocks.
-fn candidates(enc: &Encodings, max_block: usize) -> (Vec<(u32, u32)>, u64) {
-    let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(enc.blocks.len());
-    for i in 0..enc.len() {
-        keyed.extend(enc.blocks_of(i).iter().map(|&k| (k, i as u32)));
-    }
-    keyed.par_sort_unstable();
-    let mut groups: Vec<(usize, usize)> = Vec::new();
-    let mut oversized: FxHashSet<u64> = FxHashSet::default();
-    let mut start = 0;
-    for i in 1..=keyed.len() {
-        if i == keyed.len() || keyed[i].0 != keyed[start].0 {
+/// A nationality and sex code pair: what splits a block that is too large.
+fn nat_sex(enc: &Encodings, i: u32) -> u32 {
+    (enc.nationality[i as usize] as u32) << 8 | enc.sex[i as usize] as u32
+}
+
+/// The blocks that are compared, found once for the whole form.
+///
+/// A blocking key held by at most `max_block` records is one block. A
+/// larger one is split by nationality and sex (codes the secretariat
+/// holds), and each part of at most `max_block` records is a block; larger
+/// parts are not compared (a key that common says little, and comparing
+/// it would grow with the square of the records). So the pairs compared
+/// grow in proportion to the records, however many there are.
+struct Blocks {
+    /// (blocking key, nationality and sex, record), sorted.
+    entries: Vec<(u64, u32, u32)>,
+    /// The compared blocks: ranges of `entries`, each with its id.
+    runs: Vec<(u32, u32, u64)>,
+    /// Per record, in the layout of [`Encodings::blocks`], the id of the
+    /// compared block each of its keys put it in (0: not compared).
+    ids: Vec<u64>,
+    /// Blocking keys too common to compare even when split.
+    oversized: u64,
+}
+
+impl Blocks {
+    fn new(enc: &Encodings, max_block: usize) -> Blocks {
+        let mut entries: Vec<(u64, u32, u32)> = Vec::with_capacity(enc.blocks.len());
+        for i in 0..enc.len() as u32 {
+            let ns = nat_sex(enc, i);
+            entries.extend(enc.blocks_of(i as usize).iter().map(|&k| (k, ns, i)));
+        }
+        entries.par_sort_unstable();
+        let mut runs: Vec<(u32, u32, u64)> = Vec::new();
+        let mut oversized = 0;
+        let mut start = 0;
+        for i in 1..=entries.len() {
+            if i < entries.len() && entries[i].0 == entries[start].0 {
+                continue;
+            }
             let n = i - start;
-            if n > max_block {
-                oversized.insert(keyed[start].0);
-            } else if n > 1 {
-                groups.push((start, i));
+            if n <= max_block {
+                if n > 1 {
+                    runs.push((start as u32, i as u32, entries[start].0));
+                }
+            } else {
+                // Split by nationality and sex.
+                let mut whole = true;
+                let mut s = start;
+                for j in start + 1..=i {
+                    if j < i && entries[j].1 == entries[s].1 {
+                        continue;
+                    }
+                    let m = j - s;
+                    if m > max_block {
+                        whole = false;
+                    } else if m > 1 {
+                        let id = entries[s].0.rotate_left(29)
+                            ^ (entries[s].1 as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        runs.push((s as u32, j as u32, id.max(1)));
+                    }
+                    s = j;
+                }
+                oversized += u64::from(!whole);
             }
             start = i;
         }
+        let mut ids = vec![0u64; enc.blocks.len()];
+        for &(s, e, id) in &runs {
+            for &(k, _, r) in &entries[s as usize..e as usize] {
+                let at = enc.block_start[r as usize] as usize
+                    + enc
+                        .blocks_of(r as usize)
+                        .binary_search(&k)
+                        .expect("the record's own key");
+                ids[at] = id;
+            }
+        }
+        Blocks {
+            entries,
+            runs,
+            ids,
+            oversized,
+        }
     }
-    let pairs: Vec<(u32, u32)> = groups
-        .par_iter()
-        .flat_map_iter(|&(s, e)| {
-            let group = &keyed[s..e];
-            let key = group[0].0;
-            let mut out = Vec::new();
-            for (x, &(_, a)) in group.iter().enumerate() {
-                for &(_, b) in &group[x + 1..] {
-                    let (ba, bb) = (enc.blocks_of(a as usize), enc.blocks_of(b as usize));
-                    // Compared under a smaller shared key already?
-                    let earlier = ba
-                        .iter()
-                        .take_while(|&&k| k < key)
-                        .any(|k| !oversized.contains(k) && bb.binary_search(k).is_ok());
-                    if !earlier {
-                        out.push((a.min(b), a.max(b)));
+
+    fn ids_of<'a>(&'a self, enc: &Encodings, i: u32) -> &'a [u64] {
+        &self.ids[enc.block_start[i as usize] as usize..enc.block_start[i as usize + 1] as usize]
+    }
+
+    /// Calls `f` on every pair of records that share a compared block,
+    /// once (in the block of the smallest id they share), in parallel;
+    /// folds the results with `reduce`.
+    fn pairs<T: Send>(
+        &self,
+        enc: &Encodings,
+        init: impl Fn() -> T + Sync + Send,
+        f: impl Fn(&mut T, u32, u32) + Sync + Send,
+        reduce: impl Fn(T, T) -> T + Sync + Send,
+    ) -> T {
+        self.runs
+            .par_iter()
+            .fold(&init, |mut acc, &(s, e, id)| {
+                let block = &self.entries[s as usize..e as usize];
+                for (x, &(_, _, a)) in block.iter().enumerate() {
+                    let ia = self.ids_of(enc, a);
+                    for &(_, _, b) in &block[x + 1..] {
+                        let ib = self.ids_of(enc, b);
+                        let earlier = ia.iter().any(|&k| k != 0 && k < id && ib.contains(&k));
+                        if !earlier {
+                            f(&mut acc, a.min(b), a.max(b));
+                        }
                     }
                 }
-            }
-            out
-        })
-        .collect();
-    (pairs, oversized.len() as u64)
+                acc
+            })
+            .reduce(&init, reduce)
+    }
 }
 
 /// Per field, the share of each level among `counts` (patterns), with half
@@ -585,16 +658,25 @@ fn labelled(keys: &[u128], enc: &Encodings, limit: usize) -> Vec<f64> {
     counts
 }
 
-/// The match share among pairs of these weights (EM with `m` and `u`
-/// fixed): weights are counted in bins of 1/16 bit first.
-fn match_share(weights: &[f32], iterations: usize) -> f64 {
-    let mut bins: BTreeMap<i32, f64> = BTreeMap::new();
-    for &w in weights {
-        *bins.entry((w * 16.0).round() as i32).or_default() += 1.0;
-    }
+/// Weights are counted in bins of 1/16 bit, from -256 to 256 bits.
+const WEIGHT_BINS: usize = 8192;
+
+fn weight_bin(w: f32) -> usize {
+    ((w * 16.0).round() as i64 + WEIGHT_BINS as i64 / 2).clamp(0, WEIGHT_BINS as i64 - 1) as usize
+}
+
+/// The match share among pairs counted by weight bin (EM with `m` and `u`
+/// fixed).
+fn match_share(bins: &[u64], iterations: usize) -> f64 {
+    let total: u64 = bins.iter().sum();
     let bins: Vec<(f64, f64)> = bins
-        .into_iter()
-        .map(|(b, c)| ((b as f64 / 16.0).clamp(-200.0, 200.0).exp2(), c))
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| c > 0)
+        .map(|(b, &c)| {
+            let w = (b as f64 - (WEIGHT_BINS / 2) as f64) / 16.0;
+            (w.clamp(-200.0, 200.0).exp2(), c as f64)
+        })
         .collect();
     let mut lambda = 0.1;
     for _ in 0..iterations {
@@ -606,9 +688,47 @@ fn match_share(weights: &[f32], iterations: usize) -> f64 {
                 c * r / (1.0 + r)
             })
             .sum();
-        lambda = (matched / weights.len() as f64).clamp(1e-9, 1.0 - 1e-9);
+        lambda = (matched / total as f64).clamp(1e-9, 1.0 - 1e-9);
     }
     lambda
+}
+
+/// What one pass over the candidate pairs gathers.
+struct Scan {
+    /// Candidate pairs, and of those joined by exact keys already.
+    pairs: u64,
+    joined: u64,
+    /// Pairs no exact key joins, by weight bin ([`weight_bin`]).
+    bins: Vec<u64>,
+    /// The same pairs by weight, in bins of 2 bits from -256.
+    histogram: Vec<u64>,
+    /// Pairs at or above the lowest threshold any match share could give.
+    kept: Vec<(Edge, u16)>,
+}
+
+impl Scan {
+    fn new() -> Scan {
+        Scan {
+            pairs: 0,
+            joined: 0,
+            bins: vec![0; WEIGHT_BINS],
+            histogram: vec![0; 256],
+            kept: Vec::new(),
+        }
+    }
+
+    fn merge(mut self, other: Scan) -> Scan {
+        self.pairs += other.pairs;
+        self.joined += other.joined;
+        for (x, y) in self.bins.iter_mut().zip(&other.bins) {
+            *x += y;
+        }
+        for (x, y) in self.histogram.iter_mut().zip(&other.histogram) {
+            *x += y;
+        }
+        self.kept.extend(other.kept);
+        self
+    }
 }
 
 /// Finds fuzzy links among records that carry encodings. `key_passport`
@@ -633,16 +753,7 @@ pub fn fuzzy_links(
     let mut uf = UnionFind::new(n);
     unite_by(key_passport.to_vec(), &mut uf);
     unite_by(key_name_dob.to_vec(), &mut uf);
-    let (mut pairs, oversized) = candidates(enc, params.max_block);
-    report.oversized_blocks = oversized;
-    report.candidate_pairs = pairs.len() as u64;
-    // Pairs an exact key joins already are not fuzzy candidates.
-    pairs.retain(|&(a, b)| uf.find(a) != uf.find(b));
-    report.candidate_pairs_joined_by_exact_keys = report.candidate_pairs - pairs.len() as u64;
-    let levels: Vec<u16> = pairs
-        .par_iter()
-        .map(|&(a, b)| enc.compare(a as usize, b as usize).index() as u16)
-        .collect();
+    let root: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
     let np = patterns();
     // u: level shares among random pairs of encoded records.
     let encoded: Vec<u32> = (0..n as u32)
@@ -703,7 +814,7 @@ pub fn fuzzy_links(
     // hold it.
     let mut groups_of_name: Vec<(u64, u32)> = (0..n)
         .filter(|&i| enc.name_key[i] != 0)
-        .map(|i| (enc.name_key[i], uf.find(i as u32)))
+        .map(|i| (enc.name_key[i], root[i]))
         .collect();
     groups_of_name.par_sort_unstable();
     groups_of_name.dedup();
@@ -718,11 +829,6 @@ pub fn fuzzy_links(
         *name_groups.entry(k).or_default() += 1;
     }
     drop(groups_of_name);
-    let same_name = |a: u32, b: u32, l: u16| -> Option<u32> {
-        let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
-        (params.name_frequency && Levels::of_index(l as usize).0[0] == 0 && ka == kb && ka != 0)
-            .then(|| name_groups[&ka])
-    };
     // Frequency weights: agreeing on exactly the same name weighs
     // log2(m / u_v), where u_v, the chance that another person has this
     // very name, is the share of the persons with a name who hold it
@@ -737,14 +843,17 @@ pub fn fuzzy_links(
     let weight_of: Vec<f64> = (0..np)
         .map(|p| log_ratio(Levels::of_index(p), &m, &u))
         .collect();
-    let weights: Vec<f32> = pairs
-        .par_iter()
-        .zip(&levels)
-        .map(|(&(a, b), &l)| {
-            let w = weight_of[l as usize] + same_name(a, b, l).map_or(0.0, adjust);
-            w as f32
-        })
-        .collect();
+    let weight = |a: u32, b: u32, l: Levels| -> f32 {
+        let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
+        let same_name = params.name_frequency && l.0[0] == 0 && ka == kb && ka != 0;
+        let w = weight_of[l.index()]
+            + if same_name {
+                adjust(name_groups[&ka])
+            } else {
+                0.0
+            };
+        w as f32
+    };
     if params.name_frequency && !name_groups.is_empty() {
         let most = name_groups.values().copied().max().unwrap_or(2);
         let base = (m[0][0] / u[0][0]).log2();
@@ -755,29 +864,73 @@ pub fn fuzzy_links(
             most_common_weight: base + adjust(most),
         });
     }
-    // The match share among the pairs no exact key joins, by EM with m and
-    // u fixed: the prior of the posterior.
-    let lambda = if weights.is_empty() {
-        0.5
-    } else {
-        match_share(&weights, params.iterations)
-    };
     // Without exact-key pairs to learn name and date-of-birth agreement
     // from, the model is a guess: pairs are scored and reported, but none
     // is linked.
     let fitted = ["name", "date_of_birth"]
         .iter()
         .all(|f| m_source.iter().any(|(n, s)| n == f && s != "prior"));
-    // The prior: the matches EM finds among the candidates, over every
-    // pair of encoded records (u comes from random pairs of them, not from
-    // candidates: blocking picked the candidates by the same fields the
-    // weights score, so the candidates' share would count that evidence
-    // twice, and more so the more records there are).
-    let matches = (lambda * pairs.len() as f64).max(1.0);
+    // The prior of the posterior: the matches EM finds among the candidates
+    // no exact key joins, over every pair of encoded records (u comes from
+    // random pairs of them, not from candidates: blocking picked the
+    // candidates by the same fields the weights score, so the candidates'
+    // share would count that evidence twice, and more so the more records
+    // there are).
     let e = encoded.len() as f64;
-    let all_pairs = (e * (e - 1.0) / 2.0).max(matches + 1.0);
-    let prior = (matches / (all_pairs - matches)).log2();
-    let threshold_weight = (params.min_posterior / (1.0 - params.min_posterior)).log2() - prior;
+    let threshold_at = |matches: f64| {
+        let all_pairs = (e * (e - 1.0) / 2.0).max(matches + 1.0);
+        let prior = (matches / (all_pairs - matches)).log2();
+        let odds = (params.min_posterior / (1.0 - params.min_posterior)).log2();
+        (prior, odds - prior)
+    };
+    // One pass over the candidate pairs, without holding them: pairs of an
+    // exact-key group are counted and skipped; the others are scored,
+    // counted by weight, and kept when they could reach the threshold
+    // whatever the match share (the share is not known before they are
+    // all counted).
+    let blocks = Blocks::new(enc, params.max_block);
+    report.oversized_blocks = blocks.oversized;
+    let bound = blocks.runs.iter().map(|&(s, e, _)| {
+        let k = (e - s) as f64;
+        k * (k - 1.0) / 2.0
+    });
+    let lowest = threshold_at(bound.sum::<f64>().max(1.0)).1 as f32;
+    let scan = blocks.pairs(
+        enc,
+        Scan::new,
+        |acc, a, b| {
+            acc.pairs += 1;
+            if root[a as usize] == root[b as usize] {
+                acc.joined += 1;
+                return;
+            }
+            let l = enc.compare(a as usize, b as usize);
+            let w = weight(a, b, l);
+            acc.bins[weight_bin(w)] += 1;
+            acc.histogram[((w / 2.0).floor() as i64 + 128).clamp(0, 255) as usize] += 1;
+            if fitted && w >= lowest {
+                let edge = Edge {
+                    a,
+                    b,
+                    weight: w as f64,
+                };
+                acc.kept.push((edge, l.index() as u16));
+            }
+        },
+        Scan::merge,
+    );
+    drop(blocks);
+    report.candidate_pairs = scan.pairs;
+    report.candidate_pairs_joined_by_exact_keys = scan.joined;
+    let scored = scan.pairs - scan.joined;
+    // The match share among the pairs no exact key joins, by EM with m and
+    // u fixed.
+    let lambda = if scored == 0 {
+        0.5
+    } else {
+        match_share(&scan.bins, params.iterations)
+    };
+    let (prior, threshold_weight) = threshold_at((lambda * scored as f64).max(1.0));
     report.model = Model {
         fitted,
         m_source: m_source.into_iter().collect(),
@@ -805,12 +958,16 @@ pub fn fuzzy_links(
             .collect(),
         name_frequency: report.model.name_frequency.take(),
     };
-    let mut histogram: BTreeMap<i32, u64> = BTreeMap::new();
+    report.weight_histogram = scan
+        .histogram
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| c > 0)
+        .map(|(b, &c)| ((b as i32 - 128) * 2, c))
+        .collect();
     let mut above: Vec<Edge> = Vec::new();
-    for ((&(a, b), &l), &w) in pairs.iter().zip(&levels).zip(&weights) {
-        let w = w as f64;
-        *histogram.entry((w / 2.0).floor() as i32 * 2).or_default() += 1;
-        if w < threshold_weight || !fitted {
+    for (edge, l) in scan.kept {
+        if edge.weight < threshold_weight {
             continue;
         }
         report.pairs_above_threshold += 1;
@@ -824,10 +981,9 @@ pub fn fuzzy_links(
         {
             report.refused_too_few_strong_fields += 1;
         } else {
-            above.push(Edge { a, b, weight: w });
+            above.push(edge);
         }
     }
-    report.weight_histogram = histogram.into_iter().collect();
     // Strongest first; ties by records, so the result does not depend on
     // the order pairs were found in.
     above.sort_unstable_by(|x, y| {
