@@ -488,13 +488,14 @@ fn nat_sex(enc: &Encodings, i: u32) -> u32 {
 /// it would grow with the square of the records). So the pairs compared
 /// grow in proportion to the records, however many there are.
 struct Blocks {
-    /// (blocking key, nationality and sex, record), sorted.
-    entries: Vec<(u64, u32, u32)>,
-    /// The compared blocks: ranges of `entries`, each with its id.
-    runs: Vec<(u32, u32, u64)>,
-    /// Per record, in the layout of [`Encodings::blocks`], the id of the
-    /// compared block each of its keys put it in (0: not compared).
-    ids: Vec<u64>,
+    /// The records of the compared blocks, block after block.
+    members: Vec<u32>,
+    /// The compared blocks: ranges of `members`.
+    runs: Vec<(u32, u32)>,
+    /// Per record, in the layout of [`Encodings::blocks`], the compared
+    /// block each of its keys put it in (its place in `runs` plus one; 0:
+    /// not compared).
+    ids: Vec<u32>,
     /// Blocking keys too common to compare even when split.
     oversized: u64,
 }
@@ -507,7 +508,7 @@ impl Blocks {
             entries.extend(enc.blocks_of(i as usize).iter().map(|&k| (k, ns, i)));
         }
         entries.par_sort_unstable();
-        let mut runs: Vec<(u32, u32, u64)> = Vec::new();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
         let mut oversized = 0;
         let mut start = 0;
         for i in 1..=entries.len() {
@@ -517,7 +518,7 @@ impl Blocks {
             let n = i - start;
             if n <= max_block {
                 if n > 1 {
-                    runs.push((start as u32, i as u32, entries[start].0));
+                    runs.push((start as u32, i as u32));
                 }
             } else {
                 // Split by nationality and sex.
@@ -531,9 +532,7 @@ impl Blocks {
                     if m > max_block {
                         whole = false;
                     } else if m > 1 {
-                        let id = entries[s].0.rotate_left(29)
-                            ^ (entries[s].1 as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                        runs.push((s as u32, j as u32, id.max(1)));
+                        runs.push((s as u32, j as u32));
                     }
                     s = j;
                 }
@@ -541,32 +540,36 @@ impl Blocks {
             }
             start = i;
         }
-        let mut ids = vec![0u64; enc.blocks.len()];
-        for &(s, e, id) in &runs {
-            for &(k, _, r) in &entries[s as usize..e as usize] {
+        let mut ids = vec![0u32; enc.blocks.len()];
+        let mut members = Vec::with_capacity(runs.iter().map(|&(s, e)| (e - s) as usize).sum());
+        for (id, run) in (1u32..).zip(runs.iter_mut()) {
+            let from = members.len() as u32;
+            for &(k, _, r) in &entries[run.0 as usize..run.1 as usize] {
                 let at = enc.block_start[r as usize] as usize
                     + enc
                         .blocks_of(r as usize)
                         .binary_search(&k)
                         .expect("the record's own key");
                 ids[at] = id;
+                members.push(r);
             }
+            *run = (from, members.len() as u32);
         }
         Blocks {
-            entries,
+            members,
             runs,
             ids,
             oversized,
         }
     }
 
-    fn ids_of<'a>(&'a self, enc: &Encodings, i: u32) -> &'a [u64] {
+    fn ids_of<'a>(&'a self, enc: &Encodings, i: u32) -> &'a [u32] {
         &self.ids[enc.block_start[i as usize] as usize..enc.block_start[i as usize + 1] as usize]
     }
 
     /// Calls `f` on every pair of records that share a compared block,
-    /// once (in the block of the smallest id they share), in parallel;
-    /// folds the results with `reduce`.
+    /// once (in the first block they share), in parallel; folds the
+    /// results with `reduce`.
     fn pairs<T: Send>(
         &self,
         enc: &Encodings,
@@ -574,13 +577,14 @@ impl Blocks {
         f: impl Fn(&mut T, u32, u32) + Sync + Send,
         reduce: impl Fn(T, T) -> T + Sync + Send,
     ) -> T {
-        self.runs
-            .par_iter()
-            .fold(&init, |mut acc, &(s, e, id)| {
-                let block = &self.entries[s as usize..e as usize];
-                for (x, &(_, _, a)) in block.iter().enumerate() {
+        (1u32..=self.runs.len() as u32)
+            .into_par_iter()
+            .fold(&init, |mut acc, id| {
+                let (s, e) = self.runs[id as usize - 1];
+                let block = &self.members[s as usize..e as usize];
+                for (x, &a) in block.iter().enumerate() {
                     let ia = self.ids_of(enc, a);
-                    for &(_, _, b) in &block[x + 1..] {
+                    for &b in &block[x + 1..] {
                         let ib = self.ids_of(enc, b);
                         let earlier = ia.iter().any(|&k| k != 0 && k < id && ib.contains(&k));
                         if !earlier {
@@ -890,7 +894,7 @@ pub fn fuzzy_links(
     // all counted).
     let blocks = Blocks::new(enc, params.max_block);
     report.oversized_blocks = blocks.oversized;
-    let bound = blocks.runs.iter().map(|&(s, e, _)| {
+    let bound = blocks.runs.iter().map(|&(s, e)| {
         let k = (e - s) as f64;
         k * (k - 1.0) / 2.0
     });
@@ -1122,12 +1126,18 @@ pub fn encodings_of(
             Ok((d.ledger_seq as u32, read_drop_encodings(&path)?))
         })
         .collect::<Result<_>>()?;
-    let by_seq: FxHashMap<u32, Encodings> = read
+    let mut by_seq: FxHashMap<u32, Encodings> = read
         .into_iter()
         .filter_map(|(seq, e)| e.map(|e| (seq, e)))
         .collect();
     if by_seq.is_empty() {
         return Ok(None);
+    }
+    // Each drop's encodings are freed after its last record is copied, so
+    // the whole form's encodings are not held twice.
+    let mut last_use: FxHashMap<u32, usize> = FxHashMap::default();
+    for (i, &seq) in records.drop_seq.iter().enumerate() {
+        last_use.insert(seq, i);
     }
     let attr = |name: &str| attrs.iter().position(|a| a.name == name);
     let (nat, sex) = (attr("nationality"), attr("sex"));
@@ -1147,6 +1157,10 @@ pub fn encodings_of(
                 enc.push_from(e, records.pos[i] as usize, nationality, sex)
             }
             _ => enc.push_none(nationality, sex),
+        }
+        let seq = records.drop_seq[i];
+        if last_use[&seq] == i {
+            by_seq.remove(&seq);
         }
     }
     Ok(Some(enc))
