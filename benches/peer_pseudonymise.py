@@ -9,6 +9,9 @@ code, in one single-threaded pass, with the standard library only:
                                   parse_date, parse_birth_date, age_band
   src/pseudonymise/matchkeys.rs   length-prefixed HMAC-SHA256 keys
                                   (passport/1, name_dob/1, record/1)
+  src/pseudonymise/encode.rs      drop format 2's encodings: name and passport
+                                  Bloom filters, name-filter bit flips,
+                                  date-of-birth keys, name key, blocking keys
   src/pseudonymise/mod.rs         code_row (validation, derivation),
                                   normalise_reference, duplicate references
   src/pseudonymise/country.rs     nationality lookup (schemas/countries.tsv)
@@ -23,7 +26,10 @@ Usage:
 OUT.csv holds one line per accepted row: record_key, key_passport,
 key_name_dob (hex, blank when the rule has no key), event_month, age_band,
 then the kept coded columns of the form (yes/no columns as true/false,
-blank for unknown). The Rust tool writes the same values to Parquet.
+blank for unknown), then enc_name, enc_dob, enc_passport, name_key and
+block_keys (hex). The Rust tool writes the same values to Parquet, except
+the name filter's flipped bits, which come from each side's own random
+generator (the suite compares the rest byte for byte).
 
 Prints one JSON line: {"rows": N, "rejected": R, "seconds": S,
 "rows_per_second": X}. N is the number of accepted rows (the rows the Rust
@@ -47,7 +53,10 @@ Known differences from the Rust code (none matters for the benchmark data):
 import argparse
 import csv
 import datetime
+import functools
 import hashlib
+import math
+import random
 import hmac
 import io
 import json
@@ -348,6 +357,121 @@ class Keyer:
         return self._rule("record", [form.encode(), org.encode(), reference.encode()])
 
 
+class Encoder:
+    """The similarity encodings and blocking keys of drop format 2
+    (src/pseudonymise/encode.rs): a 1024-bit name Bloom filter over the
+    padded bigrams of the name tokens (20 bits a bigram by double hashing
+    of the bigram's HMAC), 2% of its bits flipped with randomness seeded by
+    an HMAC of the record key; eight keyed date-of-birth hashes; a 256-bit
+    passport filter (12 bits a bigram); the name key; up to 12 blocking
+    keys. Bigram hashes are cached (functools.lru_cache), as the Rust code
+    keeps a table of them. The flips use Python's own generator, so the
+    flipped bits differ from the Rust tool's; everything else is the same
+    value."""
+
+    NAME_BITS, NAME_K, PASSPORT_BITS, PASSPORT_K, FLIP = 1024, 20, 256, 12, 0.02
+
+    def __init__(self, key):
+        base = hmac.new(key, digestmod=hashlib.sha256)
+        self._keys = {}
+        for rule in ("bloom_name", "dob_keys", "bloom_passport", "name_key", "block",
+                     "bloom_name_flip"):
+            h = base.copy()
+            h.update(enc(b"safetally", rule.encode(), b"1"))
+            self._keys[rule] = h
+        self._name_gram = functools.lru_cache(maxsize=1 << 16)(
+            lambda g: self._gram(self._keys["bloom_name"], g))
+        self._passport_gram = functools.lru_cache(maxsize=1 << 16)(
+            lambda g: self._gram(self._keys["bloom_passport"], g))
+        self._log_keep = math.log(1.0 - self.FLIP)
+
+    @staticmethod
+    def _gram(state, gram):
+        h = state.copy()
+        h.update(enc(gram))
+        d = h.digest()
+        return int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big") | 1
+
+    def _keyed(self, rule, fields):
+        h = self._keys[rule].copy()
+        h.update(enc(*fields))
+        return max(int.from_bytes(h.digest()[:8], "big"), 1)
+
+    @staticmethod
+    def _bigrams(word):
+        prev = "_"
+        for c in word + "_":
+            yield (prev + c).encode()
+            prev = c
+
+    def _filter(self, words, gram_hash, bits, k):
+        f = 0
+        mask = (1 << 64) - 1
+        for w in words:
+            for g in self._bigrams(w):
+                h1, h2 = gram_hash(g)
+                for i in range(k):
+                    f |= 1 << (((h1 + i * h2) & mask) % bits)
+        return f
+
+    def encode(self, tokens, birth, passport, record_key):
+        """Hex of the name filter, date-of-birth keys, passport filter, name
+        key and blocking keys (blank where missing)."""
+        name = dob = pp = name_key = ""
+        blocks = []
+        if tokens:
+            f = self._filter(tokens, self._name_gram, self.NAME_BITS, self.NAME_K)
+            rng = random.Random(self._flip_seed(record_key))
+            pos = 0
+            while True:
+                gap = math.floor(math.log(1.0 - rng.random()) / self._log_keep)
+                if gap >= self.NAME_BITS - pos:
+                    break
+                pos += gap
+                f ^= 1 << pos
+                pos += 1
+                if pos >= self.NAME_BITS:
+                    break
+            name = f.to_bytes(self.NAME_BITS // 8, "little").hex()
+            fields = [t.encode() for t in tokens]
+            name_key = "%016x" % self._keyed("name_key", fields)
+            blocks.append(self._keyed("block", [b"names"] + fields))
+        if birth is not None:
+            year, full = birth
+            y = b"%04d" % year
+            keys = [0] * 8
+            if full is not None:
+                m, d = full.month, full.day
+                md = bytes([m, d])
+                keys[0] = self._keyed("dob_keys", [b"date", y, md])
+                keys[1] = self._keyed("dob_keys", [b"unordered", y, bytes([min(m, d), max(m, d)])])
+                for i in range(4):
+                    masked = y[:i] + b"*" + y[i + 1:]
+                    keys[2 + i] = self._keyed("dob_keys", [b"year_digit", masked, md])
+                keys[6] = self._keyed("dob_keys", [b"year_digits_sorted", bytes(sorted(y)), md])
+                blocks.append(self._keyed("block", [b"dob", year.to_bytes(2, "big"), md]))
+            keys[7] = self._keyed("dob_keys", [b"year", y])
+            dob = b"".join(k.to_bytes(8, "big") for k in keys).hex()
+            for t in tokens[:4]:
+                tb = t.encode()
+                blocks.append(self._keyed("block", [b"token_year", tb, year.to_bytes(2, "big")]))
+                if full is not None:
+                    m, d = full.month, full.day
+                    blocks.append(self._keyed("block", [b"token_day_month", tb,
+                                                        bytes([min(m, d), max(m, d)])]))
+        if passport:
+            f = self._filter([passport], self._passport_gram, self.PASSPORT_BITS,
+                             self.PASSPORT_K)
+            pp = f.to_bytes(self.PASSPORT_BITS // 8, "little").hex()
+        blocks = sorted(set(blocks))[:12]
+        return [name, dob, pp, name_key, "".join("%016x" % b for b in blocks)]
+
+    def _flip_seed(self, record_key):
+        h = self._keys["bloom_name_flip"].copy()
+        h.update(record_key)
+        return h.digest()
+
+
 def read_key(path):
     """64 hex digits (surrounding white space allowed) or the 32 raw bytes."""
     with open(path, "rb") as f:
@@ -504,6 +628,7 @@ class Pseudonymiser:
         self.today = today
         self.first_day = datetime.date(period[0], period[1], 1)
         self.keyer = Keyer(key)
+        self.encoder = Encoder(key)
         self.ref_index = next(i for i, c in enumerate(self.columns) if c["role"] == "reference")
         # Per column: (role, code lookup or None).
         self.plan = [
@@ -621,6 +746,7 @@ class Pseudonymiser:
         record_key = k.record(self.form, self.org, normalise_reference(reference))
         key_passport = k.passport(passport, nat)
         key_name_dob = k.name_dob(tokens, dob_full)
+        encodings = self.encoder.encode(tokens, birth, passport, record_key)
         y, m = (event.year, event.month) if event is not None else self.period
         return [
             record_key.hex(),
@@ -628,7 +754,7 @@ class Pseudonymiser:
             key_name_dob.hex() if key_name_dob else "",
             f"{y:04d}-{m:02d}",
             age_band(age_at(birth, at)) if birth is not None else "",
-        ] + values
+        ] + values + encodings
 
 
 # --------------------------------------------------------------------------
@@ -705,7 +831,8 @@ def run(input_path, key, out_path, org, period, today):
     rows = rejected = 0
     with open(out_path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["record_key", "key_passport", "key_name_dob", "event_month", "age_band"] + p.kept)
+        w.writerow(["record_key", "key_passport", "key_name_dob", "event_month", "age_band"]
+                   + p.kept + ["enc_name", "enc_dob", "enc_passport", "name_key", "block_keys"])
         for reference, coded in results:
             if coded is None or (reference and seen[reference] > 1):
                 rejected += 1

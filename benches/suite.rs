@@ -23,7 +23,7 @@
 //!
 //! Every program runs as a child process, timed from start to exit, its
 //! peak memory from `wait4`. `RUNS` (default 3) runs of each; min and
-//! median. `PEER=none` skips both peers; `PEER_RUNS` sets their runs
+//! median (`RECORDS=0`: pseudonymise only). `PEER=none` skips both peers; `PEER_RUNS` sets their runs
 //! (default `RUNS`). `SEED` picks the data. Stores are made once per size
 //! and seed and kept under the target folder (`suite/`).
 //!
@@ -72,7 +72,9 @@ fn main() {
     let sizes: Vec<usize> = match std::env::var("RECORDS") {
         Ok(s) => s
             .split(',')
+            .filter(|x| !x.trim().is_empty())
             .map(|x| x.trim().replace('_', "").parse().expect("RECORDS: numbers"))
+            .filter(|&n: &usize| n > 0)
             .collect(),
         Err(_) => vec![100_000, 1_000_000, 10_000_000],
     };
@@ -314,6 +316,9 @@ fn bench_pseudonymise(
                 Ok(m) => {
                     let v = last_json(&work.path().join("peer.stdout"));
                     agree &= v["rows"].as_u64() == Some(coded as u64);
+                    if run == 0 {
+                        agree &= same_values(work.path(), &work.path().join("peer.csv"), 20_000);
+                    }
                     eprintln!("pseudonymise peer, run {}: {:.2} s", run + 1, m.wall);
                     theirs.push(m);
                 }
@@ -336,7 +341,7 @@ fn bench_pseudonymise(
         let (p_min, p_med, p_peak, p_cpu) = stats(&theirs);
         (
             format!(
-                "Python (csv, unicodedata, hmac) | {p_min:.2} / {p_med:.2} ({} rows/s; CPU \
+                "Python (csv, unicodedata, hmac; format 2 encodings) | {p_min:.2} / {p_med:.2} ({} rows/s; CPU \
                  {p_cpu:.2}) | {p_peak:.0}",
                 rps(p_min)
             ),
@@ -352,11 +357,86 @@ fn bench_pseudonymise(
         if theirs.is_empty() {
             "rows: -"
         } else if agree {
-            "rows: yes"
+            "rows, keys and encodings: yes"
         } else {
-            "rows: NO"
+            "rows, keys or encodings: NO"
         }
     )
+}
+
+/// Whether the peer computed the same keys and encodings as the drop in
+/// `dir` for its first `n` rows: the three match keys, the date-of-birth
+/// keys, the passport filter, the name key and the blocking keys byte for
+/// byte (the name filter's flipped bits come from each side's own random
+/// generator, so it is not compared).
+fn same_values(dir: &Path, peer_csv: &Path, n: usize) -> bool {
+    use datafusion::arrow::array::{Array, BinaryArray, FixedSizeBinaryArray};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    const COLUMNS: [&str; 7] = [
+        "record_key",
+        "key_passport",
+        "key_name_dob",
+        "enc_dob",
+        "enc_passport",
+        "name_key",
+        "block_keys",
+    ];
+    let drop = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .expect("the drop");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(drop).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut ours: Vec<Vec<String>> = Vec::new();
+    'batches: for batch in reader {
+        let batch = batch.unwrap();
+        for i in 0..batch.num_rows() {
+            if ours.len() == n {
+                break 'batches;
+            }
+            ours.push(
+                COLUMNS
+                    .iter()
+                    .map(|c| {
+                        let col = batch.column_by_name(c).expect("a drop column");
+                        if col.is_null(i) {
+                            return String::new();
+                        }
+                        let bytes =
+                            if let Some(a) = col.as_any().downcast_ref::<FixedSizeBinaryArray>() {
+                                a.value(i)
+                            } else {
+                                col.as_any()
+                                    .downcast_ref::<BinaryArray>()
+                                    .expect("binary")
+                                    .value(i)
+                            };
+                        bytes.iter().map(|b| format!("{b:02x}")).collect()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let mut peer = csv::Reader::from_path(peer_csv).unwrap();
+    let header = peer.headers().unwrap().clone();
+    let at: Vec<usize> = COLUMNS
+        .iter()
+        .map(|c| header.iter().position(|h| h == *c).expect("a peer column"))
+        .collect();
+    let mut differ = 0;
+    for (row, record) in ours.iter().zip(peer.records()) {
+        let record = record.unwrap();
+        let theirs: Vec<&str> = at.iter().map(|&i| &record[i]).collect();
+        differ += usize::from(row.iter().zip(&theirs).any(|(a, b)| a != b));
+    }
+    eprintln!(
+        "pseudonymise: keys and encodings of the first {} rows, {differ} differ from the peer's",
+        ours.len()
+    );
+    differ == 0
 }
 
 // ---------------------------------------------------------------------------

@@ -108,9 +108,9 @@ impl Encoding {
 /// Computes encodings under one task-force key.
 #[derive(Clone)]
 pub struct Encoder {
-    name: HmacKey,
+    name: std::sync::Arc<Grams>,
     dob: HmacKey,
-    passport: HmacKey,
+    passport: std::sync::Arc<Grams>,
     name_key: HmacKey,
     block: HmacKey,
     flip: HmacKey,
@@ -127,19 +127,95 @@ fn subkey(key: &TaskForceKey, rule: &str) -> HmacKey {
     HmacKey::new(key.bytes(), &prefix)
 }
 
-/// Sets `k` bits of `filter` for one q-gram: positions `h1 + i * h2`
-/// (mod the filter's size) from the q-gram's keyed hash.
-fn set_bits(filter: &mut [u8], key: &HmacKey, gram: &[u8], k: u32) {
+/// The keyed hash of one q-gram: the two 64-bit numbers whose multiples
+/// give its bit positions.
+fn gram_hash(key: &HmacKey, gram: &[u8]) -> (u64, u64) {
     let mut mac = key.start();
     mac.update(&(gram.len() as u32).to_be_bytes());
     mac.update(gram);
     let d = mac.finish();
     let h1 = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
     let h2 = u64::from_be_bytes(d[8..16].try_into().expect("8 bytes")) | 1;
+    (h1, h2)
+}
+
+/// Sets `k` bits of `filter` for one q-gram: positions `h1 + i * h2`
+/// (mod the filter's size) from the q-gram's keyed hash.
+fn set_bits(filter: &mut [u8], (h1, h2): (u64, u64), k: u32) {
     let bits = (filter.len() * 8) as u64;
     for i in 0..k as u64 {
         let pos = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
         filter[(pos / 8) as usize] |= 1 << (pos % 8);
+    }
+}
+
+/// The symbols of [`Grams`]' table: the padding and ASCII letters and
+/// digits, which are most of the bigrams of normalised names and passport
+/// numbers.
+const GRAM_SYMBOLS: usize = 63;
+
+fn gram_symbol(b: u8) -> Option<usize> {
+    match b {
+        b'_' => Some(0),
+        b'a'..=b'z' => Some(1 + (b - b'a') as usize),
+        b'A'..=b'Z' => Some(27 + (b - b'A') as usize),
+        b'0'..=b'9' => Some(53 + (b - b'0') as usize),
+        _ => None,
+    }
+}
+
+/// The keyed hashes of every bigram of two ASCII symbols, computed once
+/// per key, so that encoding a record hashes only its other bigrams. The
+/// bits are the same as hashing each bigram when it is met.
+struct Grams {
+    key: HmacKey,
+    table: Vec<(u64, u64)>,
+}
+
+impl Grams {
+    fn new(key: HmacKey) -> Grams {
+        let symbols: Vec<u8> = (0..=255u8).filter(|&b| gram_symbol(b).is_some()).collect();
+        let mut table = vec![(0, 0); GRAM_SYMBOLS * GRAM_SYMBOLS];
+        for &a in &symbols {
+            for &b in &symbols {
+                let at = gram_symbol(a).expect("a symbol") * GRAM_SYMBOLS
+                    + gram_symbol(b).expect("a symbol");
+                table[at] = gram_hash(&key, &[a, b]);
+            }
+        }
+        Grams { key, table }
+    }
+
+    fn hash(&self, gram: &[u8]) -> (u64, u64) {
+        if let [a, b] = gram
+            && let (Some(a), Some(b)) = (gram_symbol(*a), gram_symbol(*b))
+        {
+            return self.table[a * GRAM_SYMBOLS + b];
+        }
+        gram_hash(&self.key, gram)
+    }
+}
+
+/// Flips every bit of `filter` with probability `p`, independently, from
+/// `rng`: the gaps between flipped bits are drawn (geometric), not each
+/// bit, which gives the same distribution for a few draws a filter.
+fn flip_bits(filter: &mut [u8], p: f64, rng: &mut ChaCha8Rng) {
+    let bits = filter.len() * 8;
+    let log_keep = (1.0 - p).ln();
+    let mut pos = 0usize;
+    loop {
+        let u: f64 = rng.random();
+        // Bits kept before the next flip: floor(ln(1 - u) / ln(1 - p)).
+        let gap = ((1.0 - u).ln() / log_keep).floor();
+        if !gap.is_finite() || gap >= (bits - pos) as f64 {
+            return;
+        }
+        pos += gap as usize;
+        filter[pos / 8] ^= 1 << (pos % 8);
+        pos += 1;
+        if pos >= bits {
+            return;
+        }
     }
 }
 
@@ -159,9 +235,9 @@ impl Encoder {
     /// An encoder for this key, with the standard hardening.
     pub fn new(key: &TaskForceKey) -> Self {
         Encoder {
-            name: subkey(key, "bloom_name"),
+            name: std::sync::Arc::new(Grams::new(subkey(key, "bloom_name"))),
             dob: subkey(key, "dob_keys"),
-            passport: subkey(key, "bloom_passport"),
+            passport: std::sync::Arc::new(Grams::new(subkey(key, "bloom_passport"))),
             name_key: subkey(key, "name_key"),
             block: subkey(key, "block"),
             flip: subkey(key, "bloom_name_flip"),
@@ -190,19 +266,13 @@ impl Encoder {
         if tokens.len() > 0 {
             let mut f = [0u8; NAME_BITS / 8];
             for t in tokens.clone() {
-                bigrams(t, |g| set_bits(&mut f, &self.name, g, NAME_K));
+                bigrams(t, |g| set_bits(&mut f, self.name.hash(g), NAME_K));
             }
             if self.name_flip > 0.0 {
                 let mut mac = self.flip.start();
                 mac.update(record_key);
                 let mut rng = ChaCha8Rng::from_seed(mac.finish());
-                for byte in f.iter_mut() {
-                    for bit in 0..8 {
-                        if rng.random_bool(self.name_flip) {
-                            *byte ^= 1 << bit;
-                        }
-                    }
-                }
+                flip_bits(&mut f, self.name_flip, &mut rng);
             }
             out.name = Some(f);
         }
@@ -243,7 +313,7 @@ impl Encoder {
         if !passport.is_empty() {
             let mut f = [0u8; PASSPORT_BITS / 8];
             bigrams(passport, |g| {
-                set_bits(&mut f, &self.passport, g, PASSPORT_K)
+                set_bits(&mut f, self.passport.hash(g), PASSPORT_K)
             });
             out.passport = Some(f);
         }
@@ -444,5 +514,72 @@ mod tests {
         assert!(year_only[..DOB_YEAR * 8].iter().all(|&b| b == 0));
         let y = enc(&e, "", "", "", "");
         assert_eq!((y.dob, y.n_blocks), (None, 0));
+    }
+
+    #[test]
+    fn the_bigram_table_gives_the_hash_of_each_bigram() {
+        let key = subkey(&TaskForceKey::from_bytes([3; 32]), "bloom_name");
+        let grams = Grams::new(key.clone());
+        for g in [
+            b"_a".as_slice(),
+            b"zz",
+            b"Q7",
+            b"9_",
+            "\u{e9}a".as_bytes(),
+            "\u{4e2d}\u{6587}".as_bytes(),
+            b"a-",
+        ] {
+            assert_eq!(grams.hash(g), gram_hash(&key, g), "{g:?}");
+        }
+        assert_ne!(grams.hash(b"ab"), grams.hash(b"ba"));
+    }
+
+    #[test]
+    fn flipping_flips_each_bit_with_its_probability() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (filters, p) = (4000, 0.02);
+        let mut per_bit = vec![0u32; NAME_BITS];
+        let mut per_filter = Vec::new();
+        for _ in 0..filters {
+            let mut f = [0u8; NAME_BITS / 8];
+            flip_bits(&mut f, p, &mut rng);
+            let mut n = 0;
+            for (i, c) in per_bit.iter_mut().enumerate() {
+                if f[i / 8] >> (i % 8) & 1 == 1 {
+                    *c += 1;
+                    n += 1;
+                }
+            }
+            per_filter.push(n as f64);
+        }
+        let total: u32 = per_bit.iter().sum();
+        let expected = (filters * NAME_BITS) as f64 * p;
+        // The count is binomial: within five standard deviations.
+        let sd = (expected * (1.0 - p)).sqrt();
+        assert!((total as f64 - expected).abs() < 5.0 * sd, "{total} flips");
+        // No region of the filter is favoured: the first and the last bit
+        // and the two halves see the same rate.
+        let half = |r: std::ops::Range<usize>| per_bit[r].iter().sum::<u32>() as f64;
+        let (a, b) = (half(0..NAME_BITS / 2), half(NAME_BITS / 2..NAME_BITS));
+        assert!(
+            (a - b).abs() < 5.0 * (2.0 * expected / 2.0).sqrt(),
+            "{a} against {b}"
+        );
+        for i in [0, NAME_BITS - 1] {
+            let c = per_bit[i] as f64;
+            assert!((c - filters as f64 * p).abs() < 6.0 * (filters as f64 * p).sqrt());
+        }
+        // Flips per filter vary as a binomial does (variance n p (1 - p)).
+        let mean = per_filter.iter().sum::<f64>() / filters as f64;
+        let var = per_filter.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / filters as f64;
+        let binomial = NAME_BITS as f64 * p * (1.0 - p);
+        assert!(
+            (var / binomial - 1.0).abs() < 0.15,
+            "variance {var} against {binomial}"
+        );
+        // Certain flipping flips every bit; none flips none.
+        let mut f = [0u8; NAME_BITS / 8];
+        flip_bits(&mut f, 1.0, &mut rng);
+        assert!(f.iter().all(|&b| b == 0xff));
     }
 }
