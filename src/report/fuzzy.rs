@@ -474,6 +474,10 @@ impl FuzzyLinks {
     }
 }
 
+/// Parts of the key space the blocking keys are sorted in, one after the
+/// other (a power of two).
+const KEY_PARTS: u64 = 4;
+
 /// A nationality and sex code pair: what splits a block that is too large.
 fn nat_sex(enc: &Encodings, i: u32) -> u32 {
     (enc.nationality[i as usize] as u32) << 8 | enc.sex[i as usize] as u32
@@ -502,14 +506,35 @@ struct Blocks {
 
 impl Blocks {
     fn new(enc: &Encodings, max_block: usize) -> Blocks {
-        let mut entries: Vec<(u64, u32, u32)> = Vec::with_capacity(enc.blocks.len());
+        let mut blocks = Blocks {
+            members: Vec::new(),
+            runs: Vec::new(),
+            ids: vec![0u32; enc.blocks.len()],
+            oversized: 0,
+        };
+        // The keys are sorted a part of the key space at a time, so that
+        // only a quarter of the (key, record) entries is held at once.
+        for part in 0..KEY_PARTS {
+            blocks.add_part(enc, max_block, part);
+        }
+        blocks
+    }
+
+    /// Finds the compared blocks among the keys whose top bits are `part`.
+    fn add_part(&mut self, enc: &Encodings, max_block: usize, part: u64) {
+        let in_part = |k: u64| k >> (64 - KEY_PARTS.trailing_zeros()) == part;
+        let mut entries: Vec<(u64, u32, u32)> = Vec::new();
         for i in 0..enc.len() as u32 {
             let ns = nat_sex(enc, i);
-            entries.extend(enc.blocks_of(i as usize).iter().map(|&k| (k, ns, i)));
+            entries.extend(
+                enc.blocks_of(i as usize)
+                    .iter()
+                    .filter(|&&k| in_part(k))
+                    .map(|&k| (k, ns, i)),
+            );
         }
         entries.par_sort_unstable();
         let mut runs: Vec<(u32, u32)> = Vec::new();
-        let mut oversized = 0;
         let mut start = 0;
         for i in 1..=entries.len() {
             if i < entries.len() && entries[i].0 == entries[start].0 {
@@ -536,30 +561,24 @@ impl Blocks {
                     }
                     s = j;
                 }
-                oversized += u64::from(!whole);
+                self.oversized += u64::from(!whole);
             }
             start = i;
         }
-        let mut ids = vec![0u32; enc.blocks.len()];
-        let mut members = Vec::with_capacity(runs.iter().map(|&(s, e)| (e - s) as usize).sum());
-        for (id, run) in (1u32..).zip(runs.iter_mut()) {
-            let from = members.len() as u32;
+        for run in runs {
+            self.runs.push((0, 0));
+            let id = self.runs.len() as u32;
+            let from = self.members.len() as u32;
             for &(k, _, r) in &entries[run.0 as usize..run.1 as usize] {
                 let at = enc.block_start[r as usize] as usize
                     + enc
                         .blocks_of(r as usize)
                         .binary_search(&k)
                         .expect("the record's own key");
-                ids[at] = id;
-                members.push(r);
+                self.ids[at] = id;
+                self.members.push(r);
             }
-            *run = (from, members.len() as u32);
-        }
-        Blocks {
-            members,
-            runs,
-            ids,
-            oversized,
+            *self.runs.last_mut().expect("just pushed") = (from, self.members.len() as u32);
         }
     }
 
@@ -1119,25 +1138,21 @@ pub fn encodings_of(
     records: &super::link::Records,
     attrs: &[super::input::Attr],
 ) -> Result<Option<Encodings>> {
-    let read: Vec<(u32, Option<Encodings>)> = drops
-        .par_iter()
+    let path_of: FxHashMap<u32, std::path::PathBuf> = drops
+        .iter()
         .map(|d| {
             let path = crate::store::ingest::resolve(store.root(), &d.path);
-            Ok((d.ledger_seq as u32, read_drop_encodings(&path)?))
+            (d.ledger_seq as u32, path)
         })
-        .collect::<Result<_>>()?;
-    let mut by_seq: FxHashMap<u32, Encodings> = read
-        .into_iter()
-        .filter_map(|(seq, e)| e.map(|e| (seq, e)))
         .collect();
-    if by_seq.is_empty() {
+    // Whether any drop carries encodings (drops of format 1 do not): only
+    // the footers are read.
+    let encoded = drops
+        .par_iter()
+        .map(|d| has_encodings(&path_of[&(d.ledger_seq as u32)]))
+        .collect::<Result<Vec<bool>>>()?;
+    if !encoded.contains(&true) {
         return Ok(None);
-    }
-    // Each drop's encodings are freed after its last record is copied, so
-    // the whole form's encodings are not held twice.
-    let mut last_use: FxHashMap<u32, usize> = FxHashMap::default();
-    for (i, &seq) in records.drop_seq.iter().enumerate() {
-        last_use.insert(seq, i);
     }
     let attr = |name: &str| attrs.iter().position(|a| a.name == name);
     let (nat, sex) = (attr("nationality"), attr("sex"));
@@ -1148,22 +1163,56 @@ pub fn encodings_of(
         passport: Vec::with_capacity(n * PASSPORT_LEN),
         ..Encodings::new()
     };
-    for i in 0..n {
-        let row = records.row(i);
-        let nationality = nat.map_or(0, |a| row[a] as u16);
-        let sex = sex.map_or(0, |a| row[a]);
-        match by_seq.get(&records.drop_seq[i]) {
-            Some(e) if (records.pos[i] as usize) < e.len() => {
-                enc.push_from(e, records.pos[i] as usize, nationality, sex)
-            }
-            _ => enc.push_none(nationality, sex),
+    // The records come drop by drop: runs of one drop. A few drops at a
+    // time are read (in parallel) and copied in, then freed, so the
+    // form's encodings are never held twice. (A drop whose records came in
+    // two runs would be read twice: the same result, more slowly.)
+    let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+    for (i, &seq) in records.drop_seq.iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if r.0 == seq => r.2 = i + 1,
+            _ => runs.push((seq, i, i + 1)),
         }
-        let seq = records.drop_seq[i];
-        if last_use[&seq] == i {
-            by_seq.remove(&seq);
+    }
+    for group in runs.chunks(2 * rayon::current_num_threads()) {
+        let read = group
+            .par_iter()
+            .map(|&(seq, _, _)| match path_of.get(&seq) {
+                Some(path) => read_drop_encodings(path),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<Option<Encodings>>>>()?;
+        for (&(_, from, to), e) in group.iter().zip(&read) {
+            for i in from..to {
+                let row = records.row(i);
+                let nationality = nat.map_or(0, |a| row[a] as u16);
+                let sex = sex.map_or(0, |a| row[a]);
+                match e {
+                    Some(e) if (records.pos[i] as usize) < e.len() => {
+                        enc.push_from(e, records.pos[i] as usize, nationality, sex)
+                    }
+                    _ => enc.push_none(nationality, sex),
+                }
+            }
         }
     }
     Ok(Some(enc))
+}
+
+/// Whether a drop file has the encoding columns (format 2 and later):
+/// reads its footer only.
+fn has_encodings(path: &Path) -> Result<bool> {
+    let bad = |reason: String| Error::BadDrop {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(format!("not a readable Parquet file ({e})")))?;
+    let schema = builder.schema();
+    Ok(crate::drop::ENCODING_COLUMNS
+        .iter()
+        .all(|c| schema.index_of(c).is_ok()))
 }
 
 /// The cluster sizes of a linkage: how many persons have each number of
