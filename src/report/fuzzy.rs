@@ -1048,15 +1048,8 @@ pub fn read_drop_encodings(path: &Path) -> Result<Option<Encodings>> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| bad(format!("not a readable Parquet file ({e})")))?;
-    let schema = builder.schema().clone();
-    let Some(indices) = crate::drop::ENCODING_COLUMNS
-        .iter()
-        .map(|c| schema.index_of(c).ok())
-        .collect::<Option<Vec<usize>>>()
-    else {
+    let (builder, indices) = open_drop(path)?;
+    let Some(indices) = indices else {
         return Ok(None);
     };
     let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
@@ -1202,6 +1195,17 @@ pub fn encodings_of(
 /// Whether a drop file has the encoding columns (format 2 and later):
 /// reads its footer only.
 fn has_encodings(path: &Path) -> Result<bool> {
+    Ok(open_drop(path)?.1.is_some())
+}
+
+/// Opens a drop file for reading (its footer is read) and finds its
+/// encoding columns: `None` when it has not all of them (format 1).
+fn open_drop(
+    path: &Path,
+) -> Result<(
+    ParquetRecordBatchReaderBuilder<std::fs::File>,
+    Option<Vec<usize>>,
+)> {
     let bad = |reason: String| Error::BadDrop {
         path: path.to_path_buf(),
         reason,
@@ -1210,9 +1214,11 @@ fn has_encodings(path: &Path) -> Result<bool> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| bad(format!("not a readable Parquet file ({e})")))?;
     let schema = builder.schema();
-    Ok(crate::drop::ENCODING_COLUMNS
+    let indices = crate::drop::ENCODING_COLUMNS
         .iter()
-        .all(|c| schema.index_of(c).is_ok()))
+        .map(|c| schema.index_of(c).ok())
+        .collect::<Option<Vec<usize>>>();
+    Ok((builder, indices))
 }
 
 /// The cluster sizes of a linkage: how many persons have each number of
