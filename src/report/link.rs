@@ -315,12 +315,15 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
         .zip(&key_name_dob)
         .map(|(&p, &nd)| p == 0 && nd == 0)
         .collect();
+    let t = std::time::Instant::now();
     let mut uf = UnionFind::new(n);
     unite_by(key_passport, &mut uf);
     unite_by(key_name_dob, &mut uf);
     for &(a, b) in joined {
         uf.union(a, b);
     }
+    super::input::trace("link: unite by keys", t);
+    let t = std::time::Instant::now();
     // Group records by component, each group in recency order, groups in
     // the order of their first record.
     let order = recency_order(&month, &drop_seq);
@@ -359,6 +362,8 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
         }
     }
     drop(order);
+    super::input::trace("link: number and group persons", t);
+    let t = std::time::Instant::now();
 
     // Persons are resolved in parallel, a range of them per task, and the
     // ranges put together in order.
@@ -410,6 +415,7 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
     for part in parts {
         out.extend(part);
     }
+    super::input::trace("link: resolve persons", t);
     (out, person)
 }
 
