@@ -66,6 +66,15 @@ impl World {
         self.path("key")
     }
 
+    /// A task-force key made from `seed` (not random), in `key`: for a
+    /// test whose outcome depends on the encodings' random flips.
+    pub fn fixed_key(&self, seed: u8) -> PathBuf {
+        safetally::key::TaskForceKey::from_bytes([seed; 32])
+            .write_new(&self.path("key"))
+            .unwrap();
+        self.path("key")
+    }
+
     /// Pseudonymises screening files for NGO `org`, period 2018-03.
     pub fn pseudonymise(&self, org: &str, extra: &[&str], inputs: &[&str]) -> Run {
         let mut args = pseudonymise_args(org);
