@@ -574,11 +574,11 @@ impl Blocks {
             }
             start = i;
         }
-        for run in runs {
-            self.runs.push((0, 0));
-            let id = self.runs.len() as u32;
+        for (s, e) in runs {
+            // This block's number: its place in `self.runs` plus one.
+            let id = self.runs.len() as u32 + 1;
             let from = self.members.len() as u32;
-            for &(k, _, r) in &entries[run.0 as usize..run.1 as usize] {
+            for &(k, _, r) in &entries[s as usize..e as usize] {
                 let at = enc.block_start[r as usize] as usize
                     + enc
                         .blocks_of(r as usize)
@@ -587,7 +587,7 @@ impl Blocks {
                 self.ids[at] = id;
                 self.members.push(r);
             }
-            *self.runs.last_mut().expect("just pushed") = (from, self.members.len() as u32);
+            self.runs.push((from, self.members.len() as u32));
         }
     }
 
