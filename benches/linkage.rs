@@ -674,9 +674,9 @@ fn bound(
     }
     // How many exact-key groups hold each name.
     let mut holders: HashMap<u64, std::collections::HashSet<u32>> = HashMap::new();
-    for i in 0..enc.len() {
-        if enc.name_key[i] != 0 {
-            holders.entry(enc.name_key[i]).or_default().insert(group[i]);
+    for (&name, &g) in enc.name_key.iter().zip(&group) {
+        if name != 0 {
+            holders.entry(name).or_default().insert(g);
         }
     }
     let (nl, pl) = (NAME_BITS / 8, PASSPORT_BITS / 8);
