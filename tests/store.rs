@@ -666,15 +666,15 @@ fn a_folder_of_drops_can_be_offered_whole() {
     assert_eq!(outcomes(&store), ["epoch", "accepted", "accepted"]);
 }
 
-/// Drops of format 1 (no encoding columns) are still read: checked,
-/// ingested and reported on (linked by exact keys only).
-#[test]
-fn drops_of_format_1_without_encodings_are_still_read() {
-    let f = Fleet::new();
-    let new = f.drop("NGO01", "2018-01", 20, "v2");
-    let old = f.w.path("screening_NGO01_2018-01.v1.parquet");
+/// A copy of `new` (a drop of format 2) as format 1 wrote it: no encoding
+/// columns, format version 1.
+fn as_format_1(f: &Fleet, new: &Path) -> PathBuf {
+    let old = f.w.path(&format!(
+        "{}.v1.parquet",
+        new.file_stem().unwrap().to_str().unwrap()
+    ));
     crate::util::rewrite_drop(
-        &new,
+        new,
         &old,
         |m| {
             m.insert("safetally.format_version".into(), "1".into());
@@ -690,6 +690,16 @@ fn drops_of_format_1_without_encodings_are_still_read() {
             b.project(&keep).unwrap()
         },
     );
+    old
+}
+
+/// Drops of format 1 (no encoding columns) are still read: checked,
+/// ingested and reported on (linked by exact keys only).
+#[test]
+fn drops_of_format_1_without_encodings_are_still_read() {
+    let f = Fleet::new();
+    let new = f.drop("NGO01", "2018-01", 20, "v2");
+    let old = as_format_1(&f, &new);
     let checked = safetally::drop::check(&old, None).unwrap();
     assert_eq!(checked.meta.format_version, "1");
     assert_eq!(checked.meta.rows, 20);
@@ -712,4 +722,53 @@ fn drops_of_format_1_without_encodings_are_still_read() {
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["linkage"]["screening"]["records"], 20);
     assert!(manifest["linkage"]["screening"].get("fuzzy").is_none());
+}
+
+/// The records views show every row of the window's drops, of either
+/// format: their schema is the columns every format has, given to the
+/// query engine rather than read from each drop, so a drop of format 2
+/// (with encoding columns) and one of format 1 (without) read alike. A
+/// figure counting rows by organisation over `screening_records` guards
+/// it.
+#[test]
+fn the_records_view_reads_drops_of_both_formats() {
+    let f = Fleet::new();
+    let v2 = f.drop("NGO01", "2018-01", 20, "v2");
+    let v1 = as_format_1(&f, &v2);
+    let other = f.drop("NGO02", "2018-01", 7, "other");
+    let store = init(&f, &[]);
+    ingest(&f, &[&v1, &other]).ok();
+    f.w.write(
+        "extra/records_by_org.sql",
+        "-- title: Records, by organisation\n-- dimensions: org\n-- counts: drop rows\n\
+         SELECT org, count(*) AS count FROM screening_records GROUP BY org\n",
+    );
+    f.w.write("cfg.toml", "min_count = 1\nqueries = \"extra\"\n");
+    let out = f.w.path("report");
+    f.w.run(&[
+        "report",
+        "--store",
+        s(&store),
+        "--from",
+        "2018-01",
+        "--to",
+        "2018-01",
+        "--out",
+        s(&out),
+        "--config",
+        s(&f.w.path("cfg.toml")),
+    ])
+    .ok();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut r = csv::Reader::from_path(out.join("tables/records_by_org.csv")).unwrap();
+    for row in r.records() {
+        let row = row.unwrap();
+        counts.insert(row[0].to_string(), row[1].to_string());
+    }
+    let want: std::collections::BTreeMap<String, String> =
+        [("NGO01", "20"), ("NGO02", "7"), ("Total", "27")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    assert_eq!(counts, want);
 }

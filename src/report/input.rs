@@ -145,6 +145,12 @@ pub async fn records_frame(
     drops: &[InputDrop],
     form: Form,
 ) -> Result<Option<DataFrame>> {
+    // The columns of format 1, which every drop has: the views are the
+    // same over drops with and without encodings. Given as the table's
+    // schema, so that planning does not open every drop to infer it
+    // (ingest has checked each drop's schema; its other columns are not
+    // read).
+    let schema = crate::drop::arrow_schema(form);
     let mut frame: Option<DataFrame> = None;
     for d in drops.iter().filter(|d| d.form == form.code()) {
         let path = resolve(store.root(), &d.path);
@@ -152,12 +158,10 @@ pub async fn records_frame(
             Error::Usage(format!("the store's path {} is not UTF-8", path.display()))
         })?;
         let df = ctx
-            .read_parquet(path, ParquetReadOptions::default())
+            .read_parquet(path, ParquetReadOptions::default().schema(&schema))
             .await
             .map_err(df_err)?;
-        // The columns of format 1, which every drop has: the views are
-        // the same over drops with and without encodings.
-        let mut cols: Vec<_> = crate::drop::arrow_schema(form)
+        let mut cols: Vec<_> = schema
             .fields()
             .iter()
             .map(|f| col(format!("\"{}\"", f.name())))
