@@ -36,9 +36,9 @@ fn main() -> ExitCode {
 /// of it page faults, was about 30% of the report's CPU time. Fixing the thresholds (blocks
 /// under 32 MiB from the heap, up to 256 MiB kept free at its top) keeps
 /// that memory for the next batch: over five runs of the 10 million
-/// report its system time fell from 2.2-2.5 s to 1.4-2.2 s (medians 2.5
-/// and 1.7), its wall time from a median of 5.6 s to 5.0 s, and its peak
-/// rose by about 100 MiB (docs/performance.md). Other allocators and platforms are left as they
+/// report its system time went from 2.2-4.2 s to 1.4-2.6 s (medians 2.5
+/// and 1.7), its wall time from 5.0-6.7 s to 4.4-5.7 s (medians 5.6 and
+/// 5.0), and its peak rose by about 100 MiB (docs/performance.md). Other allocators and platforms are left as they
 /// are.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
