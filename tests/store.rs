@@ -693,6 +693,24 @@ fn as_format_1(f: &Fleet, new: &Path) -> PathBuf {
     old
 }
 
+/// Reports January 2018 of `store` into `out` (with `extra` flags), and
+/// expects it to succeed.
+fn report_january(out: &Path, f: &Fleet, store: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "report",
+        "--store",
+        s(store),
+        "--from",
+        "2018-01",
+        "--to",
+        "2018-01",
+        "--out",
+        s(out),
+    ];
+    args.extend(extra);
+    f.w.run(&args).ok();
+}
+
 /// Drops of format 1 (no encoding columns) are still read: checked,
 /// ingested and reported on (linked by exact keys only).
 #[test]
@@ -706,18 +724,7 @@ fn drops_of_format_1_without_encodings_are_still_read() {
     let store = init(&f, &[]);
     ingest(&f, &[&old]).ok();
     let out = f.w.path("report");
-    f.w.run(&[
-        "report",
-        "--store",
-        s(&store),
-        "--from",
-        "2018-01",
-        "--to",
-        "2018-01",
-        "--out",
-        s(&out),
-    ])
-    .ok();
+    report_january(&out, &f, &store, &[]);
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["linkage"]["screening"]["records"], 20);
@@ -745,20 +752,7 @@ fn the_records_view_reads_drops_of_both_formats() {
     );
     f.w.write("cfg.toml", "min_count = 1\nqueries = \"extra\"\n");
     let out = f.w.path("report");
-    f.w.run(&[
-        "report",
-        "--store",
-        s(&store),
-        "--from",
-        "2018-01",
-        "--to",
-        "2018-01",
-        "--out",
-        s(&out),
-        "--config",
-        s(&f.w.path("cfg.toml")),
-    ])
-    .ok();
+    report_january(&out, &f, &store, &["--config", s(&f.w.path("cfg.toml"))]);
     let mut counts = std::collections::BTreeMap::new();
     let mut r = csv::Reader::from_path(out.join("tables/records_by_org.csv")).unwrap();
     for row in r.records() {
