@@ -28,18 +28,18 @@ fn main() -> ExitCode {
 }
 
 /// glibc's allocator hands memory freed at the top of a heap back to the
-/// system once more than a few megabytes are free there (a threshold it
-/// sets from the largest block freed so far, at most 64 MiB), and each
-/// thread's heap does so on its own. Reading drops frees and allocates
-/// buffers of a few megabytes for every batch of every column, so each
-/// batch touched fresh pages again: at 10 million records system time, most
-/// of it page faults, was about 30% of the report's CPU time. Fixing the thresholds (blocks
-/// under 32 MiB from the heap, up to 256 MiB kept free at its top) keeps
-/// that memory for the next batch: over five runs of the 10 million
-/// report its system time went from 2.2-4.2 s to 1.4-2.6 s (medians 2.5
-/// and 1.7), its wall time from 5.0-6.7 s to 4.4-5.7 s (medians 5.6 and
-/// 5.0), and its peak rose by about 100 MiB (docs/performance.md). Other allocators and platforms are left as they
-/// are.
+/// system once a few megabytes are free there (a threshold it derives from
+/// the largest block freed so far, at most 64 MiB), each thread's heap on
+/// its own. Reading drops allocates and frees buffers of a few megabytes
+/// for every batch of every column, so every batch touched fresh pages:
+/// at 10 million records, system time (mostly page faults) was about 30%
+/// of the report's CPU time. Fixed thresholds (blocks under 32 MiB from
+/// the heap, up to 256 MiB kept free at its top) keep that memory for the
+/// next batch. Over five alternating runs of the 10 million report the
+/// median wall time went from 5.6 s to 5.0 s and the median system time
+/// from 2.5 s to 1.7 s; the peak rose by about 100 MiB
+/// (docs/performance.md, "Figures at be7da77"). Other allocators and
+/// platforms are left as they are.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's parameters; it is
