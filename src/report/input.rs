@@ -13,7 +13,6 @@ use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt8Type};
 use datafusion::catalog::MemTable;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
-use futures::StreamExt;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -253,10 +252,12 @@ impl Decoder {
 /// Reads a form's drops into codes: each drop's Parquet file is decoded
 /// by the Parquet reader DataFusion is built on (arrow-rs), as many drops
 /// at a time as there are cores (so that only those are in memory, not
-/// every drop of the window at once), and the records are placed drop
-/// after drop into room reserved from the ledger's row counts. Returns the
-/// records and the organisations `Records::org` indexes.
-pub async fn read_records(
+/// every drop of the window at once). The ledger knows every drop's rows,
+/// so each drop's place in the records is known before any is read: each
+/// is written straight into its own range, in parallel, with no copy
+/// after. Returns the records and the organisations `Records::org`
+/// indexes.
+pub fn read_records(
     store: &Store,
     drops: &[&InputDrop],
     attrs: &[Attr],
@@ -275,25 +276,110 @@ pub async fn read_records(
             Error::Refused("a window holds more than 65,535 organisations".to_string())
         })?);
     }
-    // The ledger knows every drop's rows: room for exactly those.
-    let total: u64 = drops.iter().map(|d| d.rows).sum();
-    let mut records = Records::with_capacity(attrs.len(), total as usize);
-    let decoder = Arc::new(Decoder::new(attrs));
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut chunks = futures::stream::iter(drops.iter().zip(org_of_drop))
-        .map(|(d, org)| {
-            let path = resolve(store.root(), &d.path);
-            let decoder = decoder.clone();
-            let (rows, seq) = (d.rows as usize, d.ledger_seq as u32);
-            tokio::task::spawn_blocking(move || read_drop(&path, &decoder, rows, org, seq))
-        })
-        .buffered(parallel);
-    while let Some(chunk) = chunks.next().await {
-        let (chunk, order) =
-            chunk.map_err(|e| Error::Refused(format!("reading a drop failed: {e}")))??;
-        append_in_order(&mut records, &chunk, &order);
+    let total = drops.iter().map(|d| d.rows as usize).sum::<usize>();
+    if u32::try_from(total).is_err() {
+        return Err(Error::Refused(format!(
+            "a form's drops in the window hold {total} records; one report reads at most \
+             4,294,967,295. Report a shorter window"
+        )));
     }
+    let width = attrs.len();
+    // Zeroed memory is mapped lazily: each page is first touched by the
+    // thread that writes its drop.
+    let mut records = Records {
+        key_passport: vec![0; total],
+        key_name_dob: vec![0; total],
+        month: vec![0; total],
+        drop_seq: vec![0; total],
+        org: vec![0; total],
+        pos: vec![0; total],
+        width,
+        codes: vec![0; total * width],
+    };
+    let decoder = Decoder::new(attrs);
+    let mut slots = Vec::with_capacity(drops.len());
+    let mut rest = Slot::of(&mut records);
+    for ((d, org), &seq) in drops
+        .iter()
+        .zip(org_of_drop)
+        .zip(drops.iter().map(|d| &d.ledger_seq))
+    {
+        let (head, tail) = rest.split(d.rows as usize);
+        slots.push((head, *d, org, seq as u32));
+        rest = tail;
+    }
+    slots
+        .into_par_iter()
+        .with_max_len(1)
+        .try_for_each(|(slot, d, org, seq)| {
+            read_drop(&resolve(store.root(), &d.path), &decoder, slot, org, seq)
+        })?;
     Ok((records, orgs))
+}
+
+/// One drop's range of every column of [`Records`].
+struct Slot<'a> {
+    key_passport: &'a mut [u128],
+    key_name_dob: &'a mut [u128],
+    month: &'a mut [u32],
+    drop_seq: &'a mut [u32],
+    org: &'a mut [u16],
+    pos: &'a mut [u32],
+    width: usize,
+    codes: &'a mut [u8],
+}
+
+impl<'a> Slot<'a> {
+    fn of(r: &'a mut Records) -> Self {
+        Slot {
+            key_passport: &mut r.key_passport,
+            key_name_dob: &mut r.key_name_dob,
+            month: &mut r.month,
+            drop_seq: &mut r.drop_seq,
+            org: &mut r.org,
+            pos: &mut r.pos,
+            width: r.width,
+            codes: &mut r.codes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.month.len()
+    }
+
+    /// The first `n` records, and the rest.
+    fn split(self, n: usize) -> (Self, Self) {
+        let (kp, kp2) = self.key_passport.split_at_mut(n);
+        let (kn, kn2) = self.key_name_dob.split_at_mut(n);
+        let (m, m2) = self.month.split_at_mut(n);
+        let (d, d2) = self.drop_seq.split_at_mut(n);
+        let (o, o2) = self.org.split_at_mut(n);
+        let (p, p2) = self.pos.split_at_mut(n);
+        let (c, c2) = self.codes.split_at_mut(n * self.width);
+        let w = self.width;
+        (
+            Slot {
+                key_passport: kp,
+                key_name_dob: kn,
+                month: m,
+                drop_seq: d,
+                org: o,
+                pos: p,
+                width: w,
+                codes: c,
+            },
+            Slot {
+                key_passport: kp2,
+                key_name_dob: kn2,
+                month: m2,
+                drop_seq: d2,
+                org: o2,
+                pos: p2,
+                width: w,
+                codes: c2,
+            },
+        )
+    }
 }
 
 /// The codes of a dictionary's values: `codes[key]` (0 for a value not
@@ -321,28 +407,30 @@ fn string_values(d: &DictionaryArray<Int32Type>) -> Result<&StringArray> {
         .ok_or_else(|| Error::Refused("a drop's text column is not text".to_string()))
 }
 
-/// One drop's records as read, and the order "latest" needs them in: by
-/// month, then record key. Text columns are read as dictionaries (as
-/// Parquet stores them), so that each distinct value is looked up once a
-/// batch, not once a row.
+/// Reads one drop into its slot, in the order "latest" needs: by month,
+/// then record key (the row's position breaks a tie of both). Text columns
+/// are read as dictionaries (as Parquet stores them), so that each
+/// distinct value is looked up once a batch, not once a row.
 fn read_drop(
     path: &std::path::Path,
     decoder: &Decoder,
-    rows: usize,
+    slot: Slot<'_>,
     org: u16,
     seq: u32,
-) -> Result<(Records, Vec<u32>)> {
+) -> Result<()> {
+    use datafusion::parquet::arrow::ProjectionMask;
     use datafusion::parquet::arrow::arrow_reader::{
-        ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+        ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
     };
     let refused = |e: &dyn std::fmt::Display| {
         Error::Refused(format!("cannot read the drop {}: {e}", path.display()))
     };
     let file = std::fs::File::open(path)
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| refused(&e))?;
-    // The file's own columns, text read as dictionaries.
-    let hinted: Vec<Field> = builder
+    // The footer is read once; the file's own columns, with text read as
+    // dictionaries.
+    let metadata = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| refused(&e))?;
+    let hinted: Vec<Field> = metadata
         .schema()
         .fields()
         .iter()
@@ -354,28 +442,53 @@ fn read_drop(
             _ => f.as_ref().clone(),
         })
         .collect();
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted)));
-    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|e| refused(&e))?
+    let metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options)
+        .map_err(|e| refused(&e))?;
+    let rows = slot.len();
+    let in_file = metadata.metadata().file_metadata().num_rows();
+    if in_file != rows as i64 {
+        return Err(Error::Refused(format!(
+            "the drop {} holds {in_file} rows, and the store's ledger says {rows}: the store \
+             is damaged. Run `safetally store verify`",
+            path.display()
+        )));
+    }
+    // Only the columns read below: a format 2 drop's encodings (three
+    // quarters of its bytes) are read by the fuzzy linkage on its own,
+    // and only when it runs.
+    let wanted: Vec<&str> = ["key_passport", "key_name_dob", "record_key", "event_month"]
+        .into_iter()
+        .chain(decoder.attrs.iter().map(|(name, _)| name.as_str()))
+        .collect();
+    let mask = ProjectionMask::columns(metadata.metadata().file_metadata().schema_descr(), wanted);
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+        .with_projection(mask)
         .with_batch_size(64 * 1024)
         .build()
         .map_err(|e| refused(&e))?;
-    let mut records = Records::with_capacity(decoder.attrs.len(), rows);
+    // The drop as read, in file order; placed in the slot in order below.
+    let width = decoder.attrs.len();
+    let mut key_passport: Vec<u128> = Vec::with_capacity(rows);
+    let mut key_name_dob: Vec<u128> = Vec::with_capacity(rows);
     let mut record_key: Vec<u128> = Vec::with_capacity(rows);
+    let mut month: Vec<u32> = Vec::with_capacity(rows);
+    let mut codes: Vec<u8> = Vec::with_capacity(rows * width);
     let mut codes_of_key: Vec<u8> = Vec::new();
     let mut months_of_key: Vec<u32> = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| refused(&e))?;
         let n = batch.num_rows();
+        if month.len() + n > rows {
+            return Err(refused(&"it holds more rows than its footer says"));
+        }
         let keys = |name: &str, out: &mut Vec<u128>| -> Result<()> {
             let a = column::<FixedSizeBinaryArray>(&batch, name)?;
             out.extend((0..n).map(|i| if a.is_valid(i) { prefix(a.value(i)) } else { 0 }));
             Ok(())
         };
-        keys("key_passport", &mut records.key_passport)?;
-        keys("key_name_dob", &mut records.key_name_dob)?;
+        keys("key_passport", &mut key_passport)?;
+        keys("key_name_dob", &mut key_name_dob)?;
         keys("record_key", &mut record_key)?;
         let months = dictionary(&batch, "event_month")?;
         let values = string_values(months)?;
@@ -398,16 +511,11 @@ fn read_drop(
                     "a drop holds a malformed event_month".to_string(),
                 ));
             }
-            records.month.push(m);
+            month.push(m);
         }
-        records.drop_seq.resize(records.drop_seq.len() + n, seq);
-        records.org.resize(records.org.len() + n, org);
-        let at = records.pos.len() as u32;
-        records.pos.extend(at..at + n as u32);
-        let width = records.width;
-        let base = records.codes.len();
-        records.codes.resize(base + n * width, 0);
-        let rows = &mut records.codes[base..];
+        let base = codes.len();
+        codes.resize(base + n * width, 0);
+        let rows = &mut codes[base..];
         for (a, (name, lookup)) in decoder.attrs.iter().enumerate() {
             let out = rows.iter_mut().skip(a).step_by(width);
             match lookup {
@@ -438,36 +546,58 @@ fn read_drop(
             }
         }
     }
-    // The order "latest" needs, sorted as plain tuples (no lookup per
-    // comparison); the caller places the records in this order.
-    let mut keyed: Vec<(u32, u128, u32)> = (0..records.len())
-        .map(|i| (records.month[i], record_key[i], i as u32))
-        .collect();
+    if month.len() != rows {
+        return Err(refused(&"it holds fewer rows than its footer says"));
+    }
+    let order = latest_order(&month, &record_key);
     drop(record_key);
-    keyed.sort_unstable();
-    let order = keyed.into_iter().map(|(_, _, i)| i).collect();
-    Ok((records, order))
+    let Slot {
+        key_passport: kp,
+        key_name_dob: kn,
+        month: m,
+        drop_seq,
+        org: o,
+        pos,
+        codes: c,
+        ..
+    } = slot;
+    for (k, &i) in order.iter().enumerate() {
+        let i = i as usize;
+        kp[k] = key_passport[i];
+        kn[k] = key_name_dob[i];
+        m[k] = month[i];
+        pos[k] = i as u32;
+        c[k * width..(k + 1) * width].copy_from_slice(&codes[i * width..(i + 1) * width]);
+    }
+    drop_seq.fill(seq);
+    o.fill(org);
+    Ok(())
 }
 
-/// Appends `src`'s records to `dst` in the order `order` (record
-/// `order[k]` of `src` becomes the `k`-th appended).
-fn append_in_order(dst: &mut Records, src: &Records, order: &[u32]) {
-    assert_eq!(dst.width, src.width, "records of one form");
-    let w = src.width;
-    dst.key_passport
-        .extend(order.iter().map(|&i| src.key_passport[i as usize]));
-    dst.key_name_dob
-        .extend(order.iter().map(|&i| src.key_name_dob[i as usize]));
-    dst.month
-        .extend(order.iter().map(|&i| src.month[i as usize]));
-    dst.drop_seq
-        .extend(order.iter().map(|&i| src.drop_seq[i as usize]));
-    dst.org.extend(order.iter().map(|&i| src.org[i as usize]));
-    dst.pos.extend(order.iter().map(|&i| src.pos[i as usize]));
-    for &i in order {
-        dst.codes
-            .extend_from_slice(&src.codes[i as usize * w..(i as usize + 1) * w]);
+/// The rows of a drop in the order "latest" needs: by month, then record
+/// key, then row. Sorted on one 64-bit word a row (the month and the
+/// record key's first 40 bits); rows whose words are equal, rare, are
+/// then put in order by the whole key.
+fn latest_order(month: &[u32], record_key: &[u128]) -> Vec<u32> {
+    // A period's year is at most 9999: every month index is below 2^24.
+    debug_assert!(month.iter().all(|&m| m < 1 << 24));
+    let mut keyed: Vec<(u64, u32)> = month
+        .iter()
+        .zip(record_key)
+        .enumerate()
+        .map(|(i, (&m, &k))| ((m as u64) << 40 | (k >> 88) as u64, i as u32))
+        .collect();
+    keyed.sort_unstable();
+    let mut start = 0;
+    for i in 1..=keyed.len() {
+        if i == keyed.len() || keyed[i].0 != keyed[start].0 {
+            if i - start > 1 {
+                keyed[start..i].sort_unstable_by_key(|&(_, r)| (record_key[r as usize], r));
+            }
+            start = i;
+        }
     }
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 fn prefix(k: &[u8]) -> u128 {
@@ -669,7 +799,7 @@ pub async fn link_form(
 ) -> Result<(Persons, LinkStats, Option<Trace>)> {
     let attrs = attributes(form);
     let t = std::time::Instant::now();
-    let (records, orgs) = read_records(store, form_drops, &attrs).await?;
+    let (records, orgs) = read_records(store, form_drops, &attrs)?;
     trace(&format!("{form}: read the records"), t);
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
