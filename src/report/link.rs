@@ -164,14 +164,19 @@ impl UnionFind {
         }
     }
 
-    /// The root of every element (the union-find is used up).
-    fn into_roots(mut self) -> Vec<u32> {
-        drop(std::mem::take(&mut self.rank));
-        for i in 0..self.parent.len() {
-            let r = self.find(i as u32);
-            self.parent[i] = r;
-        }
-        self.parent
+    /// The root of every element (the union-find is used up), found in
+    /// parallel: the walks only read, and union by rank keeps them short.
+    fn into_roots(self) -> Vec<u32> {
+        let parent = self.parent;
+        (0..parent.len() as u32)
+            .into_par_iter()
+            .map(|mut x| {
+                while parent[x as usize] != x {
+                    x = parent[x as usize];
+                }
+                x
+            })
+            .collect()
     }
 }
 
@@ -254,33 +259,38 @@ impl Persons {
     }
 }
 
-/// Unites records that share a key, then frees the keys: sorts the keyed
-/// records by the first 64 bits of their key (16 bytes a record, sorted in
-/// place), then runs of equal first halves by the whole key, and joins
-/// neighbours whose whole keys are equal.
+/// Unites records that share a key, then frees the keys. Each keyed
+/// record becomes one 64-bit word, the key's first bits above the
+/// record's index (as many bits as indices need), so that the sort moves
+/// 8 bytes a record; runs of words whose key bits are equal are then
+/// ordered by the whole key, and neighbours whose whole keys are equal
+/// are joined.
 pub(crate) fn unite_by(keys: Vec<u128>, uf: &mut UnionFind) {
-    let mut idx: Vec<(u64, u32)> = keys
+    let bits = (usize::BITS - keys.len().leading_zeros()).max(1);
+    assert!(bits <= 32, "record indices are 32-bit");
+    let index = |w: u64| (w & ((1u64 << bits) - 1)) as usize;
+    let mut words: Vec<u64> = keys
         .iter()
         .enumerate()
         .filter(|&(_, &k)| k != 0)
-        .map(|(i, &k)| ((k >> 64) as u64, i as u32))
+        .map(|(i, &k)| ((k >> (64 + bits)) as u64) << bits | i as u64)
         .collect();
-    idx.par_sort_unstable();
-    // Keys that share their first 64 bits but differ after are next to
+    words.par_sort_unstable();
+    // Keys whose first bits are equal but that differ after are next to
     // each other only by chance: order such runs by the whole key.
     let mut run = 0;
-    for i in 1..=idx.len() {
-        if i == idx.len() || idx[i].0 != idx[run].0 {
+    for i in 1..=words.len() {
+        if i == words.len() || words[i] >> bits != words[run] >> bits {
             if i - run > 2 {
-                idx[run..i].sort_unstable_by_key(|&(_, j)| keys[j as usize]);
+                words[run..i].sort_unstable_by_key(|&w| (keys[index(w)], w));
             }
             run = i;
         }
     }
-    for w in idx.windows(2) {
-        let ((ha, a), (hb, b)) = (w[0], w[1]);
-        if ha == hb && keys[a as usize] == keys[b as usize] {
-            uf.union(a, b);
+    for w in words.windows(2) {
+        let (a, b) = (index(w[0]), index(w[1]));
+        if w[0] >> bits == w[1] >> bits && keys[a] == keys[b] {
+            uf.union(a as u32, b as u32);
         }
     }
 }
@@ -590,5 +600,27 @@ mod tests {
         let mut sizes = p.records.clone();
         sizes.sort();
         assert_eq!(sizes, [1, 2]);
+    }
+
+    #[test]
+    fn a_run_of_keys_alike_in_their_first_bits_links_by_the_whole_key() {
+        // Five keys whose first 96 bits are equal, interleaved: only the
+        // equal whole keys join.
+        let hi = 0x1234_5678_u128 << 96;
+        let rows: Vec<_> = [1u128, 2, 1, 3, 2, 1]
+            .iter()
+            .enumerate()
+            .map(|(m, &low)| (0, hi | low, m as u32, 0, 1))
+            .collect();
+        let (p, person) = link_with(records(&rows), &[Rule::MostFrequent], &[]);
+        let mut sizes = p.records.clone();
+        sizes.sort();
+        assert_eq!(sizes, [1, 2, 3]);
+        assert_eq!(person[0], person[2]);
+        assert_eq!(person[0], person[5]);
+        assert_eq!(person[1], person[4]);
+        assert_ne!(person[0], person[1]);
+        assert_ne!(person[3], person[0]);
+        assert_ne!(person[3], person[1]);
     }
 }
