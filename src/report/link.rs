@@ -217,27 +217,15 @@ impl Persons {
         self.records.is_empty()
     }
 
-    /// Room for `n` persons with `attrs` attributes.
-    fn with_capacity(attrs: usize, n: usize) -> Self {
+    /// `n` persons with `attrs` attributes, every value 0.
+    fn zeroed(attrs: usize, n: usize) -> Self {
         Persons {
-            records: Vec::with_capacity(n),
-            organisations: Vec::with_capacity(n),
-            first_month: Vec::with_capacity(n),
-            last_month: Vec::with_capacity(n),
-            anonymous: Vec::with_capacity(n),
-            attrs: (0..attrs).map(|_| Vec::with_capacity(n)).collect(),
-        }
-    }
-
-    /// Appends `other`'s persons after these.
-    fn extend(&mut self, other: Persons) {
-        self.records.extend(other.records);
-        self.organisations.extend(other.organisations);
-        self.first_month.extend(other.first_month);
-        self.last_month.extend(other.last_month);
-        self.anonymous.extend(other.anonymous);
-        for (a, b) in self.attrs.iter_mut().zip(other.attrs) {
-            a.extend(b);
+            records: vec![0; n],
+            organisations: vec![0; n],
+            first_month: vec![0; n],
+            last_month: vec![0; n],
+            anonymous: vec![false; n],
+            attrs: (0..attrs).map(|_| vec![0; n]).collect(),
         }
     }
 
@@ -256,6 +244,57 @@ impl Persons {
         for a in &mut self.attrs {
             cut(a, n);
         }
+    }
+}
+
+/// A range of persons of every column of [`Persons`], written by one task.
+struct PersonsSlot<'a> {
+    records: &'a mut [u32],
+    organisations: &'a mut [u16],
+    first_month: &'a mut [u32],
+    last_month: &'a mut [u32],
+    anonymous: &'a mut [bool],
+    attrs: Vec<&'a mut [u8]>,
+}
+
+impl<'a> PersonsSlot<'a> {
+    fn of(p: &'a mut Persons) -> Self {
+        PersonsSlot {
+            records: &mut p.records,
+            organisations: &mut p.organisations,
+            first_month: &mut p.first_month,
+            last_month: &mut p.last_month,
+            anonymous: &mut p.anonymous,
+            attrs: p.attrs.iter_mut().map(|a| a.as_mut_slice()).collect(),
+        }
+    }
+
+    /// The first `n` persons, and the rest.
+    fn split(self, n: usize) -> (Self, Self) {
+        let (r, r2) = self.records.split_at_mut(n);
+        let (o, o2) = self.organisations.split_at_mut(n);
+        let (f, f2) = self.first_month.split_at_mut(n);
+        let (l, l2) = self.last_month.split_at_mut(n);
+        let (a, a2) = self.anonymous.split_at_mut(n);
+        let (attrs, attrs2) = self.attrs.into_iter().map(|c| c.split_at_mut(n)).unzip();
+        (
+            PersonsSlot {
+                records: r,
+                organisations: o,
+                first_month: f,
+                last_month: l,
+                anonymous: a,
+                attrs,
+            },
+            PersonsSlot {
+                records: r2,
+                organisations: o2,
+                first_month: f2,
+                last_month: l2,
+                anonymous: a2,
+                attrs: attrs2,
+            },
+        )
     }
 }
 
@@ -375,56 +414,55 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
     super::input::trace("link: number and group persons", t);
     let t = std::time::Instant::now();
 
-    // Persons are resolved in parallel, a range of them per task, and the
-    // ranges put together in order.
+    // Persons are resolved in parallel, a range of them per task, each
+    // written straight into its range of the columns.
     let chunk = (p / (4 * rayon::current_num_threads()).max(1)).clamp(1 << 12, 1 << 20);
-    let parts: Vec<Persons> = (0..p.div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let range = c * chunk..((c + 1) * chunk).min(p);
-            let mut out = Persons::with_capacity(rules.len(), range.len());
-            let mut orgs: Vec<u16> = Vec::new();
-            let mut tally: Vec<(u8, u32, usize)> = Vec::new();
-            let mut rows: Vec<u8> = Vec::new();
-            for k in range {
-                let group = &grouped[start[k] as usize..start[k + 1] as usize];
-                out.records.push(group.len() as u32);
-                let first = group[0] as usize;
-                let last = group[group.len() - 1] as usize;
-                out.first_month.push(month[first]);
-                out.last_month.push(month[last]);
-                out.anonymous.push(group.len() == 1 && keyless[first]);
-                if group.len() == 1 {
-                    out.organisations.push(1);
-                    let row = &codes[first * width..(first + 1) * width];
-                    for (out, &v) in out.attrs.iter_mut().zip(row) {
-                        out.push(v);
-                    }
-                    continue;
-                }
-                orgs.clear();
-                orgs.extend(group.iter().map(|&i| org[i as usize]));
-                orgs.sort_unstable();
-                orgs.dedup();
-                out.organisations.push(orgs.len() as u16);
-                // The group's rows side by side, then each attribute down them.
-                rows.clear();
-                for &i in group {
-                    rows.extend_from_slice(&codes[i as usize * width..(i as usize + 1) * width]);
-                }
-                for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
-                    let values = rows.iter().skip(a).step_by(width).copied();
-                    out.push(resolve(values, *rule, &mut tally));
-                }
-            }
-            out
-        })
-        .collect();
-    drop((grouped, codes, org, keyless, month));
-    let mut out = Persons::with_capacity(rules.len(), p);
-    for part in parts {
-        out.extend(part);
+    let mut out = Persons::zeroed(rules.len(), p);
+    let mut ranges = Vec::with_capacity(p.div_ceil(chunk));
+    let mut rest = PersonsSlot::of(&mut out);
+    for base in (0..p).step_by(chunk) {
+        let (head, tail) = rest.split(chunk.min(p - base));
+        ranges.push((base, head));
+        rest = tail;
     }
+    ranges.into_par_iter().for_each(|(base, mut out)| {
+        let mut orgs: Vec<u16> = Vec::new();
+        let mut tally: Vec<(u8, u32, usize)> = Vec::new();
+        let mut rows: Vec<u8> = Vec::new();
+        for j in 0..out.records.len() {
+            let k = base + j;
+            let group = &grouped[start[k] as usize..start[k + 1] as usize];
+            out.records[j] = group.len() as u32;
+            let first = group[0] as usize;
+            let last = group[group.len() - 1] as usize;
+            out.first_month[j] = month[first];
+            out.last_month[j] = month[last];
+            out.anonymous[j] = group.len() == 1 && keyless[first];
+            if group.len() == 1 {
+                out.organisations[j] = 1;
+                let row = &codes[first * width..(first + 1) * width];
+                for (out, &v) in out.attrs.iter_mut().zip(row) {
+                    out[j] = v;
+                }
+                continue;
+            }
+            orgs.clear();
+            orgs.extend(group.iter().map(|&i| org[i as usize]));
+            orgs.sort_unstable();
+            orgs.dedup();
+            out.organisations[j] = orgs.len() as u16;
+            // The group's rows side by side, then each attribute down them.
+            rows.clear();
+            for &i in group {
+                rows.extend_from_slice(&codes[i as usize * width..(i as usize + 1) * width]);
+            }
+            for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
+                let values = rows.iter().skip(a).step_by(width).copied();
+                out[j] = resolve(values, *rule, &mut tally);
+            }
+        }
+    });
+    drop((grouped, codes, org, keyless, month));
     super::input::trace("link: resolve persons", t);
     (out, person)
 }
