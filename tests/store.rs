@@ -766,3 +766,48 @@ fn the_records_view_reads_drops_of_both_formats() {
             .collect();
     assert_eq!(counts, want);
 }
+
+/// A filed drop whose file no longer holds the rows the ledger recorded
+/// (here replaced by hand with another drop) is refused by the report,
+/// which names the file and says how to check the store; no report is
+/// written, and the store is left as it was.
+#[test]
+fn a_filed_drop_holding_other_rows_than_the_ledger_says_is_refused() {
+    let f = Fleet::new();
+    let filed_drop = f.drop("NGO01", "2018-01", 20, "a");
+    let other = f.drop("NGO02", "2018-01", 7, "b");
+    let store = init(&f, &[]);
+    ingest(&f, &[&filed_drop]).ok();
+    let folder = store.join("drops/form=screening/period=2018-01/org=NGO01");
+    let filed: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(filed.len(), 1);
+    std::fs::copy(&other, &filed[0]).unwrap();
+    let ledger = std::fs::read(store.join("ledger.jsonl")).unwrap();
+    let out = f.w.path("report");
+    let r = f.w.run(&[
+        "report",
+        "--store",
+        s(&store),
+        "--from",
+        "2018-01",
+        "--to",
+        "2018-01",
+        "--out",
+        s(&out),
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    let name = filed[0].file_name().unwrap().to_str().unwrap();
+    assert!(r.stderr.contains(name), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("holds 7 rows, and the store's ledger says 20"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("safetally store verify"), "{}", r.stderr);
+    assert!(!out.exists());
+    assert_eq!(std::fs::read(store.join("ledger.jsonl")).unwrap(), ledger);
+}
