@@ -921,3 +921,23 @@ pub async fn register_form(
         .map_err(df_err)?;
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::latest_order;
+
+    /// The order is by month, then by the whole record key, then by row,
+    /// also where keys share the first bits the sort word holds.
+    #[test]
+    fn latest_order_is_by_month_then_whole_record_key_then_row() {
+        let hi = 0xfeed_beef_u128 << 96;
+        let month = [24301, 24300, 24301, 24300, 24300, 24301];
+        let record_key = [hi | 5, hi | 9, hi | 2, hi | 1, hi | 9, 7];
+        let order = latest_order(&month, &record_key);
+        let mut want: Vec<u32> = (0..6).collect();
+        want.sort_by_key(|&i| (month[i as usize], record_key[i as usize], i));
+        assert_eq!(want, [3, 1, 4, 5, 2, 0]);
+        assert_eq!(order, want);
+        assert!(latest_order(&[], &[]).is_empty());
+    }
+}
