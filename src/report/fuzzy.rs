@@ -522,17 +522,26 @@ impl Blocks {
             oversized: 0,
         };
         // The keys are sorted a part of the key space at a time, so that
-        // only a quarter of the (key, record) entries is held at once.
+        // only a quarter of the (key, record) entries is held at once; the
+        // parts share one buffer (fresh pages are dear: each is cleared
+        // when first touched).
+        let mut entries = Vec::new();
         for part in 0..KEY_PARTS {
-            blocks.add_part(enc, max_block, part);
+            blocks.add_part(enc, max_block, part, &mut entries);
         }
         blocks
     }
 
     /// Finds the compared blocks among the keys whose top bits are `part`.
-    fn add_part(&mut self, enc: &Encodings, max_block: usize, part: u64) {
+    fn add_part(
+        &mut self,
+        enc: &Encodings,
+        max_block: usize,
+        part: u64,
+        entries: &mut Vec<(u64, u32, u32)>,
+    ) {
         let in_part = |k: u64| k >> (64 - KEY_PARTS.trailing_zeros()) == part;
-        let mut entries: Vec<(u64, u32, u32)> = Vec::new();
+        entries.clear();
         for i in 0..enc.len() as u32 {
             let ns = nat_sex(enc, i);
             entries.extend(
@@ -860,7 +869,10 @@ pub fn fuzzy_links(
         roots.dedup();
         roots.len()
     };
-    let mut name_groups: FxHashMap<u64, u32> = FxHashMap::default();
+    // Sized once for the distinct names (the entries are sorted by name).
+    let distinct = groups_of_name.chunk_by(|x, y| x.0 == y.0).count();
+    let mut name_groups: FxHashMap<u64, u32> =
+        FxHashMap::with_capacity_and_hasher(distinct, Default::default());
     for &(k, _) in &groups_of_name {
         *name_groups.entry(k).or_default() += 1;
     }
