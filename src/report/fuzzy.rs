@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::link::{UnionFind, unite_by};
+use super::link::{KeyOrder, UnionFind, unite_by};
 use crate::error::{Error, Result};
 use crate::pseudonymise::encode::{
     DOB_BITS, DobAgreement, NAME_BITS, NAME_FLIP, PASSPORT_BITS, dice, dice_unflipped,
@@ -685,18 +685,10 @@ pub const M_PRIOR: [&[f64]; 5] = [
 /// Pattern counts of the pairs an exact key links: each record with the
 /// next one of the same key (at most `limit` pairs).
 fn labelled(keys: &[u128], enc: &Encodings, limit: usize, name_flip: f64) -> Vec<f64> {
-    let mut idx: Vec<(u128, u32)> = keys
-        .iter()
-        .enumerate()
-        .filter(|&(i, &k)| k != 0 && enc.present[i] != 0)
-        .map(|(i, &k)| (k, i as u32))
-        .collect();
-    idx.par_sort_unstable();
+    let order = KeyOrder::new(keys, |i| enc.present[i] != 0);
     let mut counts = vec![0f64; patterns()];
-    for w in idx.windows(2).filter(|w| w[0].0 == w[1].0).take(limit) {
-        counts[enc
-            .compare(w[0].1 as usize, w[1].1 as usize, name_flip)
-            .index()] += 1.0;
+    for (a, b) in order.equal_neighbours(keys).take(limit) {
+        counts[enc.compare(a, b, name_flip).index()] += 1.0;
     }
     counts
 }
@@ -794,8 +786,8 @@ pub fn fuzzy_links(
     };
     // The exact-key groups.
     let mut uf = UnionFind::new(n);
-    unite_by(key_passport.to_vec(), &mut uf);
-    unite_by(key_name_dob.to_vec(), &mut uf);
+    unite_by(key_passport, &mut uf);
+    unite_by(key_name_dob, &mut uf);
     let root: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
     let np = patterns();
     // u: level shares among random pairs of encoded records.

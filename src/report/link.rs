@@ -298,39 +298,63 @@ impl<'a> PersonsSlot<'a> {
     }
 }
 
-/// Unites records that share a key, then frees the keys. Each keyed
-/// record becomes one 64-bit word, the key's first bits above the
+/// Records in the order of their keys, for finding those that share one:
+/// each keyed record is one 64-bit word, the key's first bits above the
 /// record's index (as many bits as indices need), so that the sort moves
 /// 8 bytes a record; runs of words whose key bits are equal are then
-/// ordered by the whole key, and neighbours whose whole keys are equal
-/// are joined.
-pub(crate) fn unite_by(keys: Vec<u128>, uf: &mut UnionFind) {
-    let bits = (usize::BITS - keys.len().leading_zeros()).max(1);
-    assert!(bits <= 32, "record indices are 32-bit");
-    let index = |w: u64| (w & ((1u64 << bits) - 1)) as usize;
-    let mut words: Vec<u64> = keys
-        .iter()
-        .enumerate()
-        .filter(|&(_, &k)| k != 0)
-        .map(|(i, &k)| ((k >> (64 + bits)) as u64) << bits | i as u64)
-        .collect();
-    words.par_sort_unstable();
-    // Keys whose first bits are equal but that differ after are next to
-    // each other only by chance: order such runs by the whole key.
-    let mut run = 0;
-    for i in 1..=words.len() {
-        if i == words.len() || words[i] >> bits != words[run] >> bits {
-            if i - run > 2 {
-                words[run..i].sort_unstable_by_key(|&w| (keys[index(w)], w));
+/// ordered by the whole key. The order is by whole key, then index.
+pub(crate) struct KeyOrder {
+    words: Vec<u64>,
+    bits: u32,
+}
+
+impl KeyOrder {
+    /// The records whose key is not 0 and that `keep` accepts.
+    pub(crate) fn new(keys: &[u128], keep: impl Fn(usize) -> bool) -> Self {
+        let bits = (usize::BITS - keys.len().leading_zeros()).max(1);
+        assert!(bits <= 32, "record indices are 32-bit");
+        let mut words: Vec<u64> = keys
+            .iter()
+            .enumerate()
+            .filter(|&(i, &k)| k != 0 && keep(i))
+            .map(|(i, &k)| ((k >> (64 + bits)) as u64) << bits | i as u64)
+            .collect();
+        words.par_sort_unstable();
+        // Keys whose first bits are equal but that differ after are next
+        // to each other only by chance: order such runs by the whole key.
+        let index = |w: u64| (w & ((1u64 << bits) - 1)) as usize;
+        let mut run = 0;
+        for i in 1..=words.len() {
+            if i == words.len() || words[i] >> bits != words[run] >> bits {
+                if i - run > 2 {
+                    words[run..i].sort_unstable_by_key(|&w| (keys[index(w)], w));
+                }
+                run = i;
             }
-            run = i;
         }
+        KeyOrder { words, bits }
     }
-    for w in words.windows(2) {
-        let (a, b) = (index(w[0]), index(w[1]));
-        if w[0] >> bits == w[1] >> bits && keys[a] == keys[b] {
-            uf.union(a as u32, b as u32);
-        }
+
+    fn index(&self, w: u64) -> usize {
+        (w & ((1u64 << self.bits) - 1)) as usize
+    }
+
+    /// Each record with the next one of the same whole key, in order.
+    pub(crate) fn equal_neighbours<'a>(
+        &'a self,
+        keys: &'a [u128],
+    ) -> impl Iterator<Item = (usize, usize)> + 'a {
+        self.words.windows(2).filter_map(move |w| {
+            let (a, b) = (self.index(w[0]), self.index(w[1]));
+            (w[0] >> self.bits == w[1] >> self.bits && keys[a] == keys[b]).then_some((a, b))
+        })
+    }
+}
+
+/// Unites records that share a key.
+pub(crate) fn unite_by(keys: &[u128], uf: &mut UnionFind) {
+    for (a, b) in KeyOrder::new(keys, |_| true).equal_neighbours(keys) {
+        uf.union(a as u32, b as u32);
     }
 }
 
@@ -366,8 +390,10 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
         .collect();
     let t = std::time::Instant::now();
     let mut uf = UnionFind::new(n);
-    unite_by(key_passport, &mut uf);
-    unite_by(key_name_dob, &mut uf);
+    unite_by(&key_passport, &mut uf);
+    drop(key_passport);
+    unite_by(&key_name_dob, &mut uf);
+    drop(key_name_dob);
     for &(a, b) in joined {
         uf.union(a, b);
     }
