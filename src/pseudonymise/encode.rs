@@ -370,18 +370,45 @@ impl Encoder {
 /// The Dice coefficient of two filters of one size: twice the bits set in
 /// both over the bits set in each.
 pub fn dice(a: &[u8], b: &[u8]) -> f64 {
-    let (mut both, mut total) = (0u32, 0u32);
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
-        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
-        both += (x & y).count_ones();
-        total += x.count_ones() + y.count_ones();
-    }
+    let (both, ones_a, ones_b) = bit_counts(a, b);
+    let total = ones_a + ones_b;
     if total == 0 {
         0.0
     } else {
         2.0 * both as f64 / total as f64
     }
+}
+
+/// The bits set in both filters, in `x` and in `y`. Counted with the
+/// processor's population count instruction where it has one: the build
+/// targets every x86-64 processor, whose baseline lacks it, and counting
+/// bits by arithmetic made comparing filters several times slower.
+fn bit_counts(x: &[u8], y: &[u8]) -> (u32, u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the processor has the instruction (checked just above).
+        return unsafe { bit_counts_popcnt(x, y) };
+    }
+    bit_counts_any(x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn bit_counts_popcnt(x: &[u8], y: &[u8]) -> (u32, u32, u32) {
+    bit_counts_any(x, y)
+}
+
+#[inline(always)]
+fn bit_counts_any(x: &[u8], y: &[u8]) -> (u32, u32, u32) {
+    let (mut both, mut ones_x, mut ones_y) = (0u32, 0u32, 0u32);
+    for (x, y) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+        both += (x & y).count_ones();
+        ones_x += x.count_ones();
+        ones_y += y.count_ones();
+    }
+    (both, ones_x, ones_y)
 }
 
 /// The Dice coefficient two filters had before each had its bits flipped
@@ -396,14 +423,7 @@ pub fn dice_unflipped(x: &[u8], y: &[u8], p: f64) -> f64 {
     if p <= 0.0 {
         return dice(x, y);
     }
-    let (mut both, mut ones_x, mut ones_y) = (0u32, 0u32, 0u32);
-    for (x, y) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
-        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
-        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
-        both += (x & y).count_ones();
-        ones_x += x.count_ones();
-        ones_y += y.count_ones();
-    }
+    let (both, ones_x, ones_y) = bit_counts(x, y);
     let l = (x.len() * 8) as f64;
     let q = 1.0 - 2.0 * p;
     let a = ((ones_x as f64 - l * p) / q).max(0.0);
