@@ -674,4 +674,32 @@ mod tests {
         let x = name(&plain, "Rahayu", "Siti", 1);
         assert_eq!(dice_unflipped(&x, &x, 0.0), dice(&x, &x));
     }
+
+    /// The bits counted with the processor's instruction are the bits
+    /// counted by arithmetic, on filters of every density.
+    #[test]
+    fn bits_are_counted_alike_with_and_without_the_popcount_instruction() {
+        let mut x = [0u8; 128];
+        let mut y = [0u8; 128];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..64 {
+            for (a, b) in x.iter_mut().zip(y.iter_mut()) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (state >> 32) as u8;
+                *a = if round % 4 == 0 {
+                    0xff
+                } else {
+                    r & (state >> 48) as u8
+                };
+                *b = r.rotate_left(round % 8);
+            }
+            let (both, ones_x, ones_y) = bit_counts_any(&x, &y);
+            assert_eq!(bit_counts(&x, &y), (both, ones_x, ones_y));
+            let naive = |f: &[u8]| f.iter().map(|v| v.count_ones()).sum::<u32>();
+            let and: Vec<u8> = x.iter().zip(&y).map(|(a, b)| a & b).collect();
+            assert_eq!((naive(&and), naive(&x), naive(&y)), (both, ones_x, ones_y));
+        }
+    }
 }
