@@ -299,13 +299,9 @@ pub fn read_records(
     let decoder = Decoder::new(attrs);
     let mut slots = Vec::with_capacity(drops.len());
     let mut rest = Slot::of(&mut records);
-    for ((d, org), &seq) in drops
-        .iter()
-        .zip(org_of_drop)
-        .zip(drops.iter().map(|d| &d.ledger_seq))
-    {
+    for (d, org) in drops.iter().zip(org_of_drop) {
         let (head, tail) = rest.split(d.rows as usize);
-        slots.push((head, *d, org, seq as u32));
+        slots.push((head, *d, org, d.ledger_seq as u32));
         rest = tail;
     }
     slots
