@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::link::{KeyOrder, UnionFind, unite_by};
+use super::link::{Forest, KeyOrder, UnionFind};
 use crate::error::{Error, Result};
 use crate::pseudonymise::encode::{
     DOB_BITS, DobAgreement, NAME_BITS, NAME_FLIP, PASSPORT_BITS, dice, dice_unflipped,
@@ -685,9 +685,9 @@ pub const M_PRIOR: [&[f64]; 5] = [
 /// Pattern counts of the pairs an exact key links: each record with the
 /// next one of the same key (at most `limit` pairs).
 fn labelled(keys: &[u128], enc: &Encodings, limit: usize, name_flip: f64) -> Vec<f64> {
-    let order = KeyOrder::new(keys, |i| enc.present[i] != 0);
+    let order = KeyOrder::new(keys.len(), &|i| keys[i], |i| enc.present[i] != 0);
     let mut counts = vec![0f64; patterns()];
-    for (a, b) in order.equal_neighbours(keys).take(limit) {
+    for (a, b) in order.equal_neighbours(|i| keys[i]).take(limit) {
         counts[enc.compare(a, b, name_flip).index()] += 1.0;
     }
     counts
@@ -785,10 +785,12 @@ pub fn fuzzy_links(
         ..Default::default()
     };
     // The exact-key groups.
-    let mut uf = UnionFind::new(n);
-    unite_by(key_passport, &mut uf);
-    unite_by(key_name_dob, &mut uf);
-    let root: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
+    let forest = Forest::new(n);
+    let mut words = Vec::new();
+    forest.unite_equal(|i| key_passport[i], &mut words);
+    forest.unite_equal(|i| key_name_dob[i], &mut words);
+    drop(words);
+    let root = forest.into_roots();
     let np = patterns();
     // u: level shares among random pairs of encoded records.
     let encoded: Vec<u32> = (0..n as u32)
@@ -1031,6 +1033,8 @@ pub fn fuzzy_links(
             .total_cmp(&x.weight)
             .then((x.a, x.b).cmp(&(y.a, y.b)))
     });
+    // The exact-key groups, where the strongest links are added.
+    let mut uf = UnionFind::from_roots(root);
     let mut parts: FxHashMap<u32, u32> = FxHashMap::default();
     let mut accepted = Vec::new();
     let mut refused = Vec::new();

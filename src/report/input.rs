@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch,
-    StringArray, UInt8Array,
+    Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, RecordBatch, StringArray,
+    UInt8Array, UInt16Array, UInt32Array,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt8Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int32Type, Schema, SchemaRef, UInt8Type, UInt32Type,
+};
 use datafusion::catalog::MemTable;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
 use rayon::prelude::*;
@@ -612,18 +614,22 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
 }
 
 /// The persons table of a form: one row per person, in batches of
-/// `chunk`, built in parallel.
+/// `chunk`. The persons' columns become the table's without a copy: the
+/// counts as they are, the months as keys of a dictionary of month texts,
+/// each attribute's codes as keys of its dictionary (code 0, unknown, a
+/// null); the batches are slices of one.
 pub fn persons_batches(
     persons: Persons,
     attrs: &[Attr],
     chunk: usize,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let months = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8));
     let mut fields = vec![
-        Field::new("person_id", DataType::Int64, false),
-        Field::new("records", DataType::Int64, false),
-        Field::new("organisations", DataType::Int64, false),
-        Field::new("first_month", DataType::Utf8, false),
-        Field::new("last_month", DataType::Utf8, false),
+        Field::new("person_id", DataType::UInt32, false),
+        Field::new("records", DataType::UInt32, false),
+        Field::new("organisations", DataType::UInt16, false),
+        Field::new("first_month", months.clone(), false),
+        Field::new("last_month", months, false),
         Field::new("anonymous", DataType::Boolean, false),
     ];
     let dict = DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8));
@@ -638,87 +644,69 @@ pub fn persons_batches(
         ));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
-    // The text of every month a person has, made once.
-    let first = persons.first_month.iter().min().copied().unwrap_or(0);
-    let last = persons.last_month.iter().max().copied().unwrap_or(0);
-    let texts: Vec<String> = (first..=last.max(first)).map(month_text).collect();
-    let text = |m: &u32| texts[(m - first) as usize].as_str();
-    let values: Vec<Option<ArrayRef>> = attrs
-        .iter()
-        .map(|a| match &a.kind {
+    let bad = |e: datafusion::arrow::error::ArrowError| Error::Refused(e.to_string());
+    let Persons {
+        records,
+        organisations,
+        first_month,
+        last_month,
+        anonymous,
+        attrs: codes,
+    } = persons;
+    let n = records.len();
+    assert!(n < u32::MAX as usize, "persons are numbered in 32 bits");
+    // The text of every month a person has, made once; a month's key is
+    // its distance from the first.
+    let first = first_month.iter().min().copied().unwrap_or(0);
+    let last = last_month.iter().max().copied().unwrap_or(0);
+    let texts: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (first..=last.max(first)).map(month_text),
+    ));
+    let month_keys = |mut m: Vec<u32>| -> Result<ArrayRef> {
+        m.par_iter_mut().for_each(|m| *m -= first);
+        let keys = UInt32Array::new(ScalarBuffer::from(m), None);
+        Ok(Arc::new(
+            DictionaryArray::<UInt32Type>::try_new(keys, texts.clone()).map_err(bad)?,
+        ))
+    };
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from_iter_values(1..=n as u32)),
+        Arc::new(UInt32Array::new(ScalarBuffer::from(records), None)),
+        Arc::new(UInt16Array::new(ScalarBuffer::from(organisations), None)),
+        month_keys(first_month)?,
+        month_keys(last_month)?,
+        Arc::new(BooleanArray::new(
+            BooleanBuffer::collect_bool(n, |i| anonymous[i]),
+            None,
+        )),
+    ];
+    drop(anonymous);
+    for (mut codes, a) in codes.into_iter().zip(attrs) {
+        // Code 0 is unknown (null); bits and bytes are made directly.
+        let known = NullBuffer::new(BooleanBuffer::collect_bool(n, |i| codes[i] != 0));
+        cols.push(match &a.kind {
+            Kind::Bool => Arc::new(BooleanArray::new(
+                BooleanBuffer::collect_bool(n, |i| codes[i] == 2),
+                Some(known),
+            )),
             Kind::Codes(values) => {
-                Some(Arc::new(StringArray::from_iter_values(values.iter())) as ArrayRef)
+                codes.par_iter_mut().for_each(|c| *c = c.saturating_sub(1));
+                let keys = UInt8Array::new(ScalarBuffer::from(codes), Some(known));
+                let values: ArrayRef = Arc::new(StringArray::from_iter_values(values.iter()));
+                Arc::new(DictionaryArray::<UInt8Type>::try_new(keys, values).map_err(bad)?)
             }
-            Kind::Bool => None,
-        })
-        .collect();
-    let n = persons.len();
-    let starts: Vec<usize> = if n == 0 {
-        vec![0]
+        });
+    }
+    let all = RecordBatch::try_new(schema.clone(), cols).map_err(bad)?;
+    let chunk = chunk.max(1);
+    let batches = if n == 0 {
+        vec![all]
     } else {
-        (0..n).step_by(chunk.max(1)).collect()
+        (0..n)
+            .step_by(chunk)
+            .map(|start| all.slice(start, chunk.min(n - start)))
+            .collect()
     };
-    let batch = |start: usize| -> Result<RecordBatch> {
-        let r = start..n.min(start + chunk.max(1));
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from_iter_values(
-                r.clone().map(|i| i as i64 + 1),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                persons.records[r.clone()].iter().map(|&x| x as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                persons.organisations[r.clone()].iter().map(|&x| x as i64),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                persons.first_month[r.clone()].iter().map(text),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                persons.last_month[r.clone()].iter().map(text),
-            )),
-            {
-                let anonymous = &persons.anonymous[r.clone()];
-                Arc::new(BooleanArray::new(
-                    BooleanBuffer::collect_bool(anonymous.len(), |i| anonymous[i]),
-                    None,
-                ))
-            },
-        ];
-        for (codes, values) in persons.attrs.iter().zip(&values) {
-            let codes = &codes[r.clone()];
-            // Code 0 is unknown (null); bits and bytes are made directly.
-            let known =
-                NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0));
-            cols.push(match values {
-                None => Arc::new(BooleanArray::new(
-                    BooleanBuffer::collect_bool(codes.len(), |i| codes[i] == 2),
-                    Some(known),
-                )),
-                Some(values) => {
-                    let keys = UInt8Array::new(
-                        ScalarBuffer::from(
-                            codes
-                                .iter()
-                                .map(|&c| c.saturating_sub(1))
-                                .collect::<Vec<u8>>(),
-                        ),
-                        Some(known),
-                    );
-                    Arc::new(
-                        DictionaryArray::<UInt8Type>::try_new(keys, values.clone())
-                            .map_err(|e| Error::Refused(e.to_string()))?,
-                    )
-                }
-            });
-        }
-        RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Refused(e.to_string()))
-    };
-    // Batches are built in parallel, in order.
-    let batches = starts
-        .par_iter()
-        .map(|&start| batch(start))
-        .collect::<Result<Vec<_>>>()?;
-    drop(persons);
     Ok((schema, batches))
 }
 
@@ -846,9 +834,9 @@ pub async fn link_form(
         }
         None => Vec::new(),
     };
-    let (persons, person) = super::link::link_with(records, &rules, &joined);
+    let (persons, person) = super::link::link_with(records, &rules, &joined, with_trace);
     trace(&format!("{form}: link"), t);
-    if let Some(t) = traced.as_mut() {
+    if let (Some(t), Some(person)) = (traced.as_mut(), person) {
         t.person = person;
     }
     let stats = LinkStats {
@@ -866,18 +854,24 @@ pub async fn link_form(
     Ok((persons, stats, traced))
 }
 
-/// Reads, links and registers one form: `FORM_records` (the drops' rows,
-/// with `org` and `drop_seq`) and `FORM_persons` (one row per person).
+/// Reads, links and registers one form: `FORM_persons` (one row per
+/// person) and, when `with_records` (a query reads it), `FORM_records`
+/// (the drops' rows, with `org` and `drop_seq`).
 pub async fn register_form(
     ctx: &SessionContext,
     store: &Store,
     drops: &[InputDrop],
     form: Form,
     fuzzy_linkage: bool,
+    with_records: bool,
 ) -> Result<LinkStats> {
     let attrs = attributes(form);
     let t = std::time::Instant::now();
-    let frame = records_frame(ctx, store, drops, form).await?;
+    let frame = if with_records {
+        records_frame(ctx, store, drops, form).await?
+    } else {
+        None
+    };
     trace(&format!("{form}: plan the records view"), t);
     let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
     let params = super::fuzzy::Params::default();
@@ -896,6 +890,9 @@ pub async fn register_form(
     let code = form.code();
     ctx.register_table(format!("{code}_persons"), Arc::new(table))
         .map_err(df_err)?;
+    if !with_records {
+        return Ok(stats);
+    }
     let records_view = match frame {
         Some(f) => f.into_view(),
         None => {
@@ -920,7 +917,94 @@ pub async fn register_form(
 
 #[cfg(test)]
 mod tests {
-    use super::latest_order;
+    use super::{Attr, Kind, Persons, Rule, latest_order, persons_batches};
+
+    /// The persons table's columns (counts as they are, months and codes
+    /// as dictionary keys) read in SQL as the values they stand for.
+    #[test]
+    fn the_persons_table_answers_sql_in_the_values_it_holds() {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::compute::cast;
+        use datafusion::arrow::datatypes::{DataType, UInt64Type};
+        let attrs = [
+            Attr {
+                name: "outcome".into(),
+                kind: Kind::Codes(vec!["identified", "not_identified"]),
+                rule: Rule::AnyThenLatest(1),
+            },
+            Attr {
+                name: "referral".into(),
+                kind: Kind::Bool,
+                rule: Rule::MostFrequent,
+            },
+        ];
+        // Months 24300 (2025-01) to 24302 (2025-03).
+        let persons = Persons {
+            records: vec![1, 3, 2, 1, 1],
+            organisations: vec![1, 2, 2, 1, 3],
+            first_month: vec![24300, 24300, 24301, 24302, 24301],
+            last_month: vec![24300, 24302, 24302, 24302, 24301],
+            anonymous: vec![false, false, false, true, false],
+            attrs: vec![vec![1, 2, 0, 1, 1], vec![2, 1, 0, 2, 2]],
+        };
+        let (schema, batches) = persons_batches(persons, &attrs, 2).unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        let ctx = datafusion::prelude::SessionContext::new();
+        let table = datafusion::catalog::MemTable::try_new(schema, vec![batches]).unwrap();
+        ctx.register_table("p", std::sync::Arc::new(table)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let rows = |sql: &str| -> Vec<(String, u64)> {
+            let batches =
+                rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
+            let mut out = Vec::new();
+            for b in batches {
+                let label = cast(b.column(0), &DataType::Utf8).unwrap();
+                let label = label.as_string::<i32>();
+                let count = cast(b.column(1), &DataType::UInt64).unwrap();
+                let count = count.as_primitive::<UInt64Type>();
+                for i in 0..b.num_rows() {
+                    let l = if label.is_valid(i) {
+                        label.value(i)
+                    } else {
+                        "NULL"
+                    };
+                    out.push((l.to_string(), count.value(i)));
+                }
+            }
+            out.sort();
+            out
+        };
+        let text = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(l, c)| (l.to_string(), *c)).collect()
+        };
+        assert_eq!(
+            rows(
+                "SELECT first_month, count(*) FROM p WHERE first_month >= '2025-02' GROUP BY first_month"
+            ),
+            text(&[("2025-02", 2), ("2025-03", 1)])
+        );
+        assert_eq!(
+            rows(
+                "SELECT last_month, sum(records) FROM p WHERE organisations >= 2 GROUP BY last_month"
+            ),
+            text(&[("2025-02", 1), ("2025-03", 5)])
+        );
+        assert_eq!(
+            rows("SELECT outcome, count(*) FROM p GROUP BY outcome"),
+            text(&[("NULL", 1), ("identified", 3), ("not_identified", 1)])
+        );
+        assert_eq!(
+            rows(
+                "SELECT CAST(person_id AS VARCHAR), count(*) FROM p WHERE referral AND NOT anonymous GROUP BY 1"
+            ),
+            text(&[("1", 1), ("5", 1)])
+        );
+    }
 
     /// The order is by month, then by the whole record key, then by row,
     /// also where keys share the first bits the sort word holds.

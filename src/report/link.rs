@@ -7,6 +7,9 @@
 //! are united in a union-find, and each component's attributes are
 //! resolved by the conflict rules.
 
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
+
 use rayon::prelude::*;
 
 /// One form's records, column by column, as codes.
@@ -134,6 +137,7 @@ pub(crate) struct UnionFind {
 }
 
 impl UnionFind {
+    #[cfg(test)]
     pub(crate) fn new(n: usize) -> Self {
         UnionFind {
             parent: (0..n as u32).collect(),
@@ -164,19 +168,144 @@ impl UnionFind {
         }
     }
 
-    /// The root of every element (the union-find is used up), found in
-    /// parallel: the walks only read, and union by rank keeps them short.
-    fn into_roots(self) -> Vec<u32> {
-        let parent = self.parent;
-        (0..parent.len() as u32)
-            .into_par_iter()
-            .map(|mut x| {
-                while parent[x as usize] != x {
-                    x = parent[x as usize];
+    /// A union-find whose components are those of `root` (each element's
+    /// root, as [`Forest::into_roots`] gives them).
+    pub(crate) fn from_roots(root: Vec<u32>) -> Self {
+        let mut rank = vec![0u8; root.len()];
+        for (x, &r) in root.iter().enumerate() {
+            if r as usize != x {
+                rank[r as usize] = 1;
+            }
+        }
+        UnionFind { parent: root, rank }
+    }
+}
+
+/// A union-find over `0..n` that threads can unite in at once: each
+/// element's parent is an atomic word, a link is made by a
+/// compare-and-swap on a root, and the larger of two roots is always put
+/// under the smaller, so that every component's root is its smallest
+/// element. Finds halve their paths (each step points an element at its
+/// grandparent, an ancestor still): no union by rank, which components of
+/// a few records do not need.
+pub(crate) struct Forest {
+    parent: Vec<AtomicU32>,
+}
+
+impl Forest {
+    pub(crate) fn new(n: usize) -> Self {
+        assert!(n <= u32::MAX as usize, "record indices are 32-bit");
+        Forest {
+            parent: (0..n as u32).into_par_iter().map(AtomicU32::new).collect(),
+        }
+    }
+
+    fn find(&self, mut x: u32) -> u32 {
+        loop {
+            let p = self.parent[x as usize].load(Relaxed);
+            if p == x {
+                return x;
+            }
+            let g = self.parent[p as usize].load(Relaxed);
+            if g != p {
+                self.parent[x as usize].store(g, Relaxed);
+            }
+            x = g;
+        }
+    }
+
+    /// Puts `a` and `b` in one component; safe to call from many threads.
+    pub(crate) fn union(&self, a: u32, b: u32) {
+        let (mut a, mut b) = (a, b);
+        loop {
+            a = self.find(a);
+            b = self.find(b);
+            if a == b {
+                return;
+            }
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            // Only a root is linked: if `hi` was linked meanwhile, its new
+            // root is found on the next round.
+            if self.parent[hi as usize]
+                .compare_exchange(hi, lo, Relaxed, Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Unites the elements whose keys `key` are equal (0 is no key), in
+    /// parallel. `words` is room for the sort, kept for the next key.
+    ///
+    /// The words are sorted by the keys' first bits only; each run of
+    /// equal first bits is united with its first element where the whole
+    /// keys are equal, and the rare run whose whole keys differ is then
+    /// sorted by whole key and its equal neighbours united.
+    pub(crate) fn unite_equal(&self, key: impl Fn(usize) -> u128 + Sync, words: &mut Vec<u64>) {
+        let order =
+            KeyOrder::by_first_bits(std::mem::take(words), self.parent.len(), &key, |_| true);
+        let (w, bits) = (&order.words, order.bits);
+        // Stretches of runs, one per task, cut where a run starts.
+        let parts = 4 * rayon::current_num_threads();
+        let mut cuts = vec![0];
+        for p in 1..parts {
+            let mut c = (w.len() * p / parts).max(cuts[cuts.len() - 1]);
+            while c > 0 && c < w.len() && w[c] >> bits == w[c - 1] >> bits {
+                c += 1;
+            }
+            cuts.push(c);
+        }
+        cuts.push(w.len());
+        cuts.par_windows(2).for_each(|c| {
+            let s = &w[c[0]..c[1]];
+            let mut odd: Vec<(u128, u32)> = Vec::new();
+            let mut i = 0;
+            while i < s.len() {
+                let mut j = i + 1;
+                while j < s.len() && s[j] >> bits == s[i] >> bits {
+                    j += 1;
                 }
-                x
-            })
-            .collect()
+                if j - i > 1 {
+                    let first = order.index(s[i]);
+                    let k = key(first);
+                    let mut alike = true;
+                    for &x in &s[i + 1..j] {
+                        let b = order.index(x);
+                        if key(b) == k {
+                            self.union(first as u32, b as u32);
+                        } else {
+                            alike = false;
+                        }
+                    }
+                    if !alike {
+                        odd.clear();
+                        odd.extend(s[i..j].iter().map(|&x| {
+                            let b = order.index(x);
+                            (key(b), b as u32)
+                        }));
+                        odd.sort_unstable();
+                        for p in odd.windows(2) {
+                            if p[0].0 == p[1].0 {
+                                self.union(p[0].1, p[1].1);
+                            }
+                        }
+                    }
+                }
+                i = j;
+            }
+        });
+        *words = order.words;
+    }
+
+    /// Each element's root: the smallest element of its component. Found
+    /// in parallel (the unions are over).
+    pub(crate) fn into_roots(self) -> Vec<u32> {
+        self.parent.par_iter().enumerate().for_each(|(x, p)| {
+            let r = self.find(x as u32);
+            p.store(r, Relaxed);
+        });
+        self.parent.into_iter().map(AtomicU32::into_inner).collect()
     }
 }
 
@@ -309,17 +438,26 @@ pub(crate) struct KeyOrder {
 }
 
 impl KeyOrder {
-    /// The records whose key is not 0 and that `keep` accepts.
-    pub(crate) fn new(keys: &[u128], keep: impl Fn(usize) -> bool) -> Self {
-        let bits = (usize::BITS - keys.len().leading_zeros()).max(1);
-        assert!(bits <= 32, "record indices are 32-bit");
-        let mut words: Vec<u64> = keys
-            .iter()
-            .enumerate()
-            .filter(|&(i, &k)| k != 0 && keep(i))
-            .map(|(i, &k)| ((k >> (64 + bits)) as u64) << bits | i as u64)
-            .collect();
-        words.par_sort_unstable();
+    /// Elements `0..n` whose key `key(i)` is not 0 and that `keep` accepts.
+    pub(crate) fn new(
+        n: usize,
+        key: &(impl Fn(usize) -> u128 + Sync),
+        keep: impl Fn(usize) -> bool,
+    ) -> Self {
+        Self::new_in(Vec::new(), n, key, keep)
+    }
+
+    /// [`KeyOrder::new`], its words written in `words` (whose memory is
+    /// reused: fresh pages are dear).
+    pub(crate) fn new_in(
+        words: Vec<u64>,
+        n: usize,
+        key: &(impl Fn(usize) -> u128 + Sync),
+        keep: impl Fn(usize) -> bool,
+    ) -> Self {
+        let mut order = Self::by_first_bits(words, n, key, keep);
+        let bits = order.bits;
+        let words = &mut order.words;
         // Keys whose first bits are equal but that differ after are next
         // to each other only by chance: order such runs by the whole key.
         let index = |w: u64| (w & ((1u64 << bits) - 1)) as usize;
@@ -327,11 +465,31 @@ impl KeyOrder {
         for i in 1..=words.len() {
             if i == words.len() || words[i] >> bits != words[run] >> bits {
                 if i - run > 2 {
-                    words[run..i].sort_unstable_by_key(|&w| (keys[index(w)], w));
+                    words[run..i].sort_unstable_by_key(|&w| (key(index(w)), w));
                 }
                 run = i;
             }
         }
+        order
+    }
+
+    /// The words sorted, that is by the keys' first bits, then by index;
+    /// runs of equal first bits are left as they are.
+    fn by_first_bits(
+        mut words: Vec<u64>,
+        n: usize,
+        key: &(impl Fn(usize) -> u128 + Sync),
+        keep: impl Fn(usize) -> bool,
+    ) -> Self {
+        let bits = (usize::BITS - n.leading_zeros()).max(1);
+        assert!(bits <= 32, "record indices are 32-bit");
+        words.clear();
+        words.reserve(n);
+        words.extend((0..n).filter_map(|i| {
+            let k = key(i);
+            (k != 0 && keep(i)).then(|| ((k >> (64 + bits)) as u64) << bits | i as u64)
+        }));
+        words.par_sort_unstable();
         KeyOrder { words, bits }
     }
 
@@ -339,22 +497,15 @@ impl KeyOrder {
         (w & ((1u64 << self.bits) - 1)) as usize
     }
 
-    /// Each record with the next one of the same whole key, in order.
+    /// Each element with the next one of the same whole key, in order.
     pub(crate) fn equal_neighbours<'a>(
         &'a self,
-        keys: &'a [u128],
+        key: impl Fn(usize) -> u128 + 'a,
     ) -> impl Iterator<Item = (usize, usize)> + 'a {
         self.words.windows(2).filter_map(move |w| {
             let (a, b) = (self.index(w[0]), self.index(w[1]));
-            (w[0] >> self.bits == w[1] >> self.bits && keys[a] == keys[b]).then_some((a, b))
+            (w[0] >> self.bits == w[1] >> self.bits && key(a) == key(b)).then_some((a, b))
         })
-    }
-}
-
-/// Unites records that share a key.
-pub(crate) fn unite_by(keys: &[u128], uf: &mut UnionFind) {
-    for (a, b) in KeyOrder::new(keys, |_| true).equal_neighbours(keys) {
-        uf.union(a as u32, b as u32);
     }
 }
 
@@ -363,15 +514,32 @@ pub(crate) fn unite_by(keys: &[u128], uf: &mut UnionFind) {
 /// their earliest record by recency. The records are used up: each part is
 /// freed as soon as it is no longer needed.
 pub fn link(records: Records, rules: &[Rule]) -> Persons {
-    link_with(records, rules, &[]).0
+    link_with(records, rules, &[], false).0
 }
+
+/// A record's person in the ranks' persons column: set on every record
+/// but a person's first.
+const LATER: u32 = 1 << 31;
 
 /// [`link`], with `joined` (pairs of record indices, such as the fuzzy
 /// links of [`super::fuzzy`]) united besides the records that share a key.
-/// Also returns each record's person (an index into the persons).
-pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Persons, Vec<u32>) {
+/// With `with_person`, also returns each record's person (an index into
+/// the persons).
+///
+/// The work is done on ranks: rank `r` is record `order[r]`, the records
+/// from earliest to latest. A component's root in the [`Forest`] is its
+/// smallest rank, its earliest record, so persons numbered by their
+/// earliest record are the roots counted in rank order, and a person's
+/// records are its root and, in rank order, the others.
+pub fn link_with(
+    records: Records,
+    rules: &[Rule],
+    joined: &[(u32, u32)],
+    with_person: bool,
+) -> (Persons, Option<Vec<u32>>) {
     let n = records.len();
     assert_eq!(rules.len(), records.width, "one rule per attribute");
+    assert!(n < LATER as usize, "at most 2^31 records a form");
     let Records {
         key_passport,
         key_name_dob,
@@ -389,54 +557,108 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
         .map(|(&p, &nd)| p == 0 && nd == 0)
         .collect();
     let t = std::time::Instant::now();
-    let mut uf = UnionFind::new(n);
-    unite_by(&key_passport, &mut uf);
-    drop(key_passport);
-    unite_by(&key_name_dob, &mut uf);
-    drop(key_name_dob);
-    for &(a, b) in joined {
-        uf.union(a, b);
-    }
-    super::input::trace("link: unite by keys", t);
-    let t = std::time::Instant::now();
-    // Group records by component, each group in recency order, groups in
-    // the order of their first record.
     let order = recency_order(&month, &drop_seq);
     drop(drop_seq);
-    // Each record's person, numbered by first appearance in recency order.
-    let mut person = uf.into_roots();
-    let mut person_of_root = vec![u32::MAX; n];
-    let mut persons = 0u32;
-    for &i in &order {
-        let r = person[i as usize] as usize;
-        if person_of_root[r] == u32::MAX {
-            person_of_root[r] = persons;
-            persons += 1;
+    let forest = Forest::new(n);
+    let mut words = Vec::new();
+    forest.unite_equal(|r| key_passport[order[r] as usize], &mut words);
+    drop(key_passport);
+    forest.unite_equal(|r| key_name_dob[order[r] as usize], &mut words);
+    drop((key_name_dob, words));
+    if !joined.is_empty() {
+        let mut rank = vec![0u32; n];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        for &(a, b) in joined {
+            forest.union(rank[a as usize], rank[b as usize]);
         }
     }
-    for r in person.iter_mut() {
-        *r = person_of_root[*r as usize];
+    let mut person = forest.into_roots();
+    super::input::trace("link: unite by keys", t);
+    let t = std::time::Instant::now();
+
+    // Persons are the roots in rank order: count each stretch's roots,
+    // then number them and note each person's first rank, a stretch per
+    // task.
+    let stretch = n.div_ceil(4 * rayon::current_num_threads()).max(1 << 16);
+    let roots: Vec<usize> = person
+        .par_chunks(stretch)
+        .enumerate()
+        .map(|(c, s)| {
+            let base = c * stretch;
+            s.iter()
+                .enumerate()
+                .filter(|&(j, &x)| x as usize == base + j)
+                .count()
+        })
+        .collect();
+    let p: usize = roots.iter().sum();
+    let mut first_rank = vec![0u32; p];
+    let mut number = vec![0u32; n];
+    {
+        let mut jobs = Vec::with_capacity(roots.len());
+        let (mut firsts, mut numbers) = (first_rank.as_mut_slice(), number.as_mut_slice());
+        let mut base = 0;
+        for (c, &k) in roots.iter().enumerate() {
+            let (f, f2) = std::mem::take(&mut firsts).split_at_mut(k);
+            let (nb, nb2) = std::mem::take(&mut numbers).split_at_mut(stretch.min(n - c * stretch));
+            jobs.push((c * stretch, base, f, nb));
+            (firsts, numbers) = (f2, nb2);
+            base += k;
+        }
+        let person = &person;
+        jobs.into_par_iter().for_each(|(start, base, f, nb)| {
+            let mut k = 0;
+            for (j, slot) in nb.iter_mut().enumerate() {
+                let r = start + j;
+                if person[r] as usize == r {
+                    *slot = (base + k) as u32;
+                    f[k] = r as u32;
+                    k += 1;
+                }
+            }
+        });
     }
-    drop(person_of_root);
-    // Counting sort of records by person, keeping recency order within.
-    let p = persons as usize;
+    // Each rank's person, in place of its root, marked when it is not the
+    // person's first record.
+    person
+        .par_chunks_mut(stretch)
+        .enumerate()
+        .for_each(|(c, s)| {
+            for (j, x) in s.iter_mut().enumerate() {
+                let r = c * stretch + j;
+                *x = if *x as usize == r {
+                    number[r]
+                } else {
+                    number[*x as usize] | LATER
+                };
+            }
+        });
+    drop(number);
+    // The later records of person k are later[start[k]..start[k + 1]], in
+    // rank order: a counting sort of the ranks that are not first.
     let mut start = vec![0u32; p + 1];
     for &x in &person {
-        start[x as usize + 1] += 1;
-    }
-    for k in 0..p {
-        start[k + 1] += start[k];
-    }
-    let mut grouped = vec![0u32; n];
-    {
-        let mut fill = start.clone();
-        for &i in &order {
-            let x = person[i as usize] as usize;
-            grouped[fill[x] as usize] = i;
-            fill[x] += 1;
+        if x & LATER != 0 {
+            start[(x & !LATER) as usize] += 1;
         }
     }
-    drop(order);
+    let mut total = 0;
+    for s in start.iter_mut() {
+        total += *s;
+        *s = total;
+    }
+    // Each count is now its person's end; filling from the last rank
+    // back leaves each its person's start.
+    let mut later = vec![0u32; total as usize];
+    for (r, &x) in person.iter().enumerate().rev() {
+        if x & LATER != 0 {
+            let k = (x & !LATER) as usize;
+            start[k] -= 1;
+            later[start[k] as usize] = r as u32;
+        }
+    }
     super::input::trace("link: number and group persons", t);
     let t = std::time::Instant::now();
 
@@ -452,19 +674,19 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
         rest = tail;
     }
     ranges.into_par_iter().for_each(|(base, mut out)| {
+        let mut group: Vec<usize> = Vec::new();
         let mut orgs: Vec<u16> = Vec::new();
         let mut tally: Vec<(u8, u32, usize)> = Vec::new();
         let mut rows: Vec<u8> = Vec::new();
         for j in 0..out.records.len() {
             let k = base + j;
-            let group = &grouped[start[k] as usize..start[k + 1] as usize];
-            out.records[j] = group.len() as u32;
-            let first = group[0] as usize;
-            let last = group[group.len() - 1] as usize;
-            out.first_month[j] = month[first];
-            out.last_month[j] = month[last];
-            out.anonymous[j] = group.len() == 1 && keyless[first];
-            if group.len() == 1 {
+            let first = order[first_rank[k] as usize] as usize;
+            let rest = &later[start[k] as usize..start[k + 1] as usize];
+            if rest.is_empty() {
+                out.records[j] = 1;
+                out.first_month[j] = month[first];
+                out.last_month[j] = month[first];
+                out.anonymous[j] = keyless[first];
                 out.organisations[j] = 1;
                 let row = &codes[first * width..(first + 1) * width];
                 for (out, &v) in out.attrs.iter_mut().zip(row) {
@@ -472,15 +694,22 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
                 }
                 continue;
             }
+            group.clear();
+            group.push(first);
+            group.extend(rest.iter().map(|&r| order[r as usize] as usize));
+            let last = group[group.len() - 1];
+            out.records[j] = group.len() as u32;
+            out.first_month[j] = month[first];
+            out.last_month[j] = month[last];
             orgs.clear();
-            orgs.extend(group.iter().map(|&i| org[i as usize]));
+            orgs.extend(group.iter().map(|&i| org[i]));
             orgs.sort_unstable();
             orgs.dedup();
             out.organisations[j] = orgs.len() as u16;
             // The group's rows side by side, then each attribute down them.
             rows.clear();
-            for &i in group {
-                rows.extend_from_slice(&codes[i as usize * width..(i as usize + 1) * width]);
+            for &i in &group {
+                rows.extend_from_slice(&codes[i * width..(i + 1) * width]);
             }
             for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
                 let values = rows.iter().skip(a).step_by(width).copied();
@@ -488,8 +717,15 @@ pub fn link_with(records: Records, rules: &[Rule], joined: &[(u32, u32)]) -> (Pe
             }
         }
     });
-    drop((grouped, codes, org, keyless, month));
+    drop((later, start, first_rank, codes, org, keyless, month));
     super::input::trace("link: resolve persons", t);
+    let person = with_person.then(|| {
+        let mut of_record = vec![0u32; n];
+        for (&i, &x) in order.iter().zip(&person) {
+            of_record[i as usize] = x & !LATER;
+        }
+        of_record
+    });
     (out, person)
 }
 
@@ -543,6 +779,60 @@ mod tests {
             r.codes.push(a);
         }
         r
+    }
+
+    #[test]
+    fn the_forest_finds_the_components_a_plain_union_find_finds_rooted_at_their_smallest() {
+        use rand::{Rng, SeedableRng};
+        // Two keys a record drawn from small spaces (0: none), so that
+        // components chain across both; enough records for rayon to split
+        // the unions between threads.
+        let n = 200_000;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut draw = |space: u128| -> Vec<u128> {
+            (0..n)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => 0,
+                    _ => rng.random_range(1..=space) << 70 | rng.random_range(0..2),
+                })
+                .collect()
+        };
+        let (a, b) = (draw(150_000), draw(120_000));
+        let forest = Forest::new(n);
+        let mut words = Vec::new();
+        forest.unite_equal(|i| a[i], &mut words);
+        forest.unite_equal(|i| b[i], &mut words);
+        forest.union(5, 77);
+        let roots = forest.into_roots();
+        let mut uf = UnionFind::new(n);
+        for keys in [&a, &b] {
+            let mut by_key: Vec<(u128, u32)> = (0..n as u32)
+                .filter(|&i| keys[i as usize] != 0)
+                .map(|i| (keys[i as usize], i))
+                .collect();
+            by_key.sort_unstable();
+            for w in by_key.windows(2) {
+                if w[0].0 == w[1].0 {
+                    uf.union(w[0].1, w[1].1);
+                }
+            }
+        }
+        uf.union(5, 77);
+        let mut smallest = vec![u32::MAX; n];
+        for i in 0..n as u32 {
+            let r = uf.find(i) as usize;
+            smallest[r] = smallest[r].min(i);
+        }
+        let mut joined = 0;
+        for i in 0..n as u32 {
+            assert_eq!(
+                roots[i as usize],
+                smallest[uf.find(i) as usize],
+                "record {i}"
+            );
+            joined += (roots[i as usize] != i) as usize;
+        }
+        assert!(joined > n / 10, "the keys join many records: {joined}");
     }
 
     #[test]
@@ -676,7 +966,8 @@ mod tests {
             .enumerate()
             .map(|(m, &low)| (0, hi | low, m as u32, 0, 1))
             .collect();
-        let (p, person) = link_with(records(&rows), &[Rule::MostFrequent], &[]);
+        let (p, person) = link_with(records(&rows), &[Rule::MostFrequent], &[], true);
+        let person = person.unwrap();
         let mut sizes = p.records.clone();
         sizes.sort();
         assert_eq!(sizes, [1, 2, 3]);
