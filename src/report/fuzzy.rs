@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::link::{Forest, KeyOrder, UnionFind};
+use super::link::{Forest, KeyOrder};
 use crate::error::{Error, Result};
 use crate::pseudonymise::encode::{
     DOB_BITS, DobAgreement, NAME_BITS, NAME_FLIP, PASSPORT_BITS, dice, dice_unflipped,
@@ -790,7 +790,7 @@ pub fn fuzzy_links(
     forest.unite_equal(|i| key_passport[i], &mut words);
     forest.unite_equal(|i| key_name_dob[i], &mut words);
     drop(words);
-    let root = forest.into_roots();
+    let root = forest.roots();
     let np = patterns();
     // u: level shares among random pairs of encoded records.
     let encoded: Vec<u32> = (0..n as u32)
@@ -1033,13 +1033,13 @@ pub fn fuzzy_links(
             .total_cmp(&x.weight)
             .then((x.a, x.b).cmp(&(y.a, y.b)))
     });
-    // The exact-key groups, where the strongest links are added.
-    let mut uf = UnionFind::from_roots(root);
+    // The strongest links are added to the exact-key groups.
+    drop(root);
     let mut parts: FxHashMap<u32, u32> = FxHashMap::default();
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
     for e in above {
-        let (ra, rb) = (uf.find(e.a), uf.find(e.b));
+        let (ra, rb) = (forest.find(e.a), forest.find(e.b));
         if ra == rb {
             continue;
         }
@@ -1048,8 +1048,8 @@ pub fn fuzzy_links(
             refused.push(e);
             continue;
         }
-        uf.union(ra, rb);
-        let root = uf.find(ra);
+        forest.union(ra, rb);
+        let root = forest.find(ra);
         parts.insert(root, pa + pb);
         accepted.push(e);
     }
@@ -1422,7 +1422,7 @@ mod tests {
             ..Params::default()
         };
         let links = fuzzy_links(&kp, &kn, &enc, &params);
-        let mut uf = UnionFind::new(enc.len());
+        let uf = Forest::new(enc.len());
         for e in &links.accepted {
             uf.union(e.a, e.b);
         }

@@ -130,14 +130,16 @@ fn recency_order(month: &[u32], drop_seq: &[u32]) -> Vec<u32> {
     order
 }
 
-/// A union-find over record indices (union by rank, path halving).
+/// A plain union-find (union by rank, path halving): the reference the
+/// tests check [`Forest`] against.
+#[cfg(test)]
 pub(crate) struct UnionFind {
     parent: Vec<u32>,
     rank: Vec<u8>,
 }
 
+#[cfg(test)]
 impl UnionFind {
-    #[cfg(test)]
     pub(crate) fn new(n: usize) -> Self {
         UnionFind {
             parent: (0..n as u32).collect(),
@@ -167,18 +169,6 @@ impl UnionFind {
             self.rank[a as usize] += 1;
         }
     }
-
-    /// A union-find whose components are those of `root` (each element's
-    /// root, as [`Forest::into_roots`] gives them).
-    pub(crate) fn from_roots(root: Vec<u32>) -> Self {
-        let mut rank = vec![0u8; root.len()];
-        for (x, &r) in root.iter().enumerate() {
-            if r as usize != x {
-                rank[r as usize] = 1;
-            }
-        }
-        UnionFind { parent: root, rank }
-    }
 }
 
 /// A union-find over `0..n` that threads can unite in at once: each
@@ -200,7 +190,8 @@ impl Forest {
         }
     }
 
-    fn find(&self, mut x: u32) -> u32 {
+    /// The root of `x`'s component.
+    pub(crate) fn find(&self, mut x: u32) -> u32 {
         loop {
             let p = self.parent[x as usize].load(Relaxed);
             if p == x {
@@ -298,8 +289,17 @@ impl Forest {
         *words = order.words;
     }
 
+    /// Each element's root, found in parallel; the forest can be united
+    /// further.
+    pub(crate) fn roots(&self) -> Vec<u32> {
+        (0..self.parent.len() as u32)
+            .into_par_iter()
+            .map(|x| self.find(x))
+            .collect()
+    }
+
     /// Each element's root: the smallest element of its component. Found
-    /// in parallel (the unions are over).
+    /// in parallel (the unions are over), in the forest's own memory.
     pub(crate) fn into_roots(self) -> Vec<u32> {
         self.parent.par_iter().enumerate().for_each(|(x, p)| {
             let r = self.find(x as u32);
@@ -444,18 +444,7 @@ impl KeyOrder {
         key: &(impl Fn(usize) -> u128 + Sync),
         keep: impl Fn(usize) -> bool,
     ) -> Self {
-        Self::new_in(Vec::new(), n, key, keep)
-    }
-
-    /// [`KeyOrder::new`], its words written in `words` (whose memory is
-    /// reused: fresh pages are dear).
-    pub(crate) fn new_in(
-        words: Vec<u64>,
-        n: usize,
-        key: &(impl Fn(usize) -> u128 + Sync),
-        keep: impl Fn(usize) -> bool,
-    ) -> Self {
-        let mut order = Self::by_first_bits(words, n, key, keep);
+        let mut order = Self::by_first_bits(Vec::new(), n, key, keep);
         let bits = order.bits;
         let words = &mut order.words;
         // Keys whose first bits are equal but that differ after are next
