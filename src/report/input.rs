@@ -263,6 +263,7 @@ pub fn read_records(
     store: &Store,
     drops: &[&InputDrop],
     attrs: &[Attr],
+    with_pos: bool,
 ) -> Result<(Records, Vec<String>)> {
     let mut orgs: Vec<String> = Vec::new();
     let mut org_of_drop = Vec::with_capacity(drops.len());
@@ -294,7 +295,7 @@ pub fn read_records(
         month: vec![0; total],
         drop_seq: vec![0; total],
         org: vec![0; total],
-        pos: vec![0; total],
+        pos: if with_pos { vec![0; total] } else { Vec::new() },
         width,
         codes: vec![0; total * width],
     };
@@ -352,7 +353,11 @@ impl<'a> Slot<'a> {
         let (m, m2) = self.month.split_at_mut(n);
         let (d, d2) = self.drop_seq.split_at_mut(n);
         let (o, o2) = self.org.split_at_mut(n);
-        let (p, p2) = self.pos.split_at_mut(n);
+        let (p, p2) = if self.pos.is_empty() {
+            (&mut [][..], self.pos)
+        } else {
+            self.pos.split_at_mut(n)
+        };
         let (c, c2) = self.codes.split_at_mut(n * self.width);
         let w = self.width;
         (
@@ -564,7 +569,9 @@ fn read_drop(
         kp[k] = key_passport[i];
         kn[k] = key_name_dob[i];
         m[k] = month[i];
-        pos[k] = i as u32;
+        if let Some(p) = pos.get_mut(k) {
+            *p = i as u32;
+        }
         c[k * width..(k + 1) * width].copy_from_slice(&codes[i * width..(i + 1) * width]);
     }
     drop_seq.fill(seq);
@@ -670,25 +677,22 @@ pub fn persons_batches(
         ))
     };
     let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt32Array::from_iter_values(1..=n as u32)),
+        Arc::new(UInt32Array::new(
+            ScalarBuffer::from((1..=n as u32).into_par_iter().collect::<Vec<u32>>()),
+            None,
+        )),
         Arc::new(UInt32Array::new(ScalarBuffer::from(records), None)),
         Arc::new(UInt16Array::new(ScalarBuffer::from(organisations), None)),
         month_keys(first_month)?,
         month_keys(last_month)?,
-        Arc::new(BooleanArray::new(
-            BooleanBuffer::collect_bool(n, |i| anonymous[i]),
-            None,
-        )),
+        Arc::new(BooleanArray::new(bits(&anonymous, |a| a), None)),
     ];
     drop(anonymous);
     for (mut codes, a) in codes.into_iter().zip(attrs) {
         // Code 0 is unknown (null); bits and bytes are made directly.
-        let known = NullBuffer::new(BooleanBuffer::collect_bool(n, |i| codes[i] != 0));
+        let known = NullBuffer::new(bits(&codes, |c| c != 0));
         cols.push(match &a.kind {
-            Kind::Bool => Arc::new(BooleanArray::new(
-                BooleanBuffer::collect_bool(n, |i| codes[i] == 2),
-                Some(known),
-            )),
+            Kind::Bool => Arc::new(BooleanArray::new(bits(&codes, |c| c == 2), Some(known))),
             Kind::Codes(values) => {
                 codes.par_iter_mut().for_each(|c| *c = c.saturating_sub(1));
                 let keys = UInt8Array::new(ScalarBuffer::from(codes), Some(known));
@@ -708,6 +712,20 @@ pub fn persons_batches(
             .collect()
     };
     Ok((schema, batches))
+}
+
+/// A bit for each value, set where `f` holds, 64 values a word in
+/// parallel (Arrow's order: the first value is the lowest bit).
+fn bits<T: Copy + Sync>(values: &[T], f: impl Fn(T) -> bool + Sync) -> BooleanBuffer {
+    let words: Vec<u64> = values
+        .par_chunks(64)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u64, |w, (k, &v)| w | (f(v) as u64) << k)
+        })
+        .collect();
+    BooleanBuffer::new(ScalarBuffer::from(words).into_inner(), 0, values.len())
 }
 
 /// What linking found for one form.
@@ -783,7 +801,9 @@ pub async fn link_form(
 ) -> Result<(Persons, LinkStats, Option<Trace>)> {
     let attrs = attributes(form);
     let t = std::time::Instant::now();
-    let (records, orgs) = read_records(store, form_drops, &attrs)?;
+    // A record's row in its drop is wanted only to find its encodings or
+    // to trace it back to the NGO's row.
+    let (records, orgs) = read_records(store, form_drops, &attrs, fuzzy_linkage || with_trace)?;
     trace(&format!("{form}: read the records"), t);
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
