@@ -666,6 +666,25 @@ pub fn link_with(
     }
     super::input::trace("link: number and group persons", t);
     let t = std::time::Instant::now();
+    // The later records' months, organisations and codes, gathered in the
+    // order of `later`. Those records are scattered over the columns, and
+    // a loop that does nothing but fetch them keeps many of its cache
+    // misses in flight at once; the persons' loop below then reads them in
+    // order.
+    let later: Vec<u32> = later.par_iter().map(|&r| order[r as usize]).collect();
+    let later_month: Vec<u32> = later.par_iter().map(|&i| month[i as usize]).collect();
+    let later_org: Vec<u16> = later.par_iter().map(|&i| org[i as usize]).collect();
+    let mut later_codes = vec![0u8; later.len() * width];
+    if width > 0 {
+        later_codes
+            .par_chunks_mut(width)
+            .zip(later.par_iter())
+            .for_each(|(out, &i)| {
+                let i = i as usize;
+                out.copy_from_slice(&codes[i * width..(i + 1) * width]);
+            });
+    }
+    drop(later);
 
     // Persons are resolved in parallel, a range of them per task, each
     // written straight into its range of the columns.
@@ -679,50 +698,45 @@ pub fn link_with(
         rest = tail;
     }
     ranges.into_par_iter().for_each(|(base, mut out)| {
-        let mut group: Vec<usize> = Vec::new();
         let mut orgs: Vec<u16> = Vec::new();
         let mut tally: Vec<(u8, u32, usize)> = Vec::new();
         let mut rows: Vec<u8> = Vec::new();
         for j in 0..out.records.len() {
             let k = base + j;
             let first = order[first_rank[k] as usize] as usize;
-            let rest = &later[start[k] as usize..start[k + 1] as usize];
-            if rest.is_empty() {
+            let (from, to) = (start[k] as usize, start[k + 1] as usize);
+            let row = &codes[first * width..(first + 1) * width];
+            out.first_month[j] = month[first];
+            out.anonymous[j] = keyless[first];
+            if from == to {
                 out.records[j] = 1;
-                out.first_month[j] = month[first];
                 out.last_month[j] = month[first];
-                out.anonymous[j] = keyless[first];
                 out.organisations[j] = 1;
-                let row = &codes[first * width..(first + 1) * width];
                 for (out, &v) in out.attrs.iter_mut().zip(row) {
                     out[j] = v;
                 }
                 continue;
             }
-            group.clear();
-            group.push(first);
-            group.extend(rest.iter().map(|&r| order[r as usize] as usize));
-            let last = group[group.len() - 1];
-            out.records[j] = group.len() as u32;
-            out.first_month[j] = month[first];
-            out.last_month[j] = month[last];
+            out.records[j] = (1 + to - from) as u32;
+            out.last_month[j] = later_month[to - 1];
             orgs.clear();
-            orgs.extend(group.iter().map(|&i| org[i]));
+            orgs.push(org[first]);
+            orgs.extend_from_slice(&later_org[from..to]);
             orgs.sort_unstable();
             orgs.dedup();
             out.organisations[j] = orgs.len() as u16;
             // The group's rows side by side, then each attribute down them.
             rows.clear();
-            for &i in &group {
-                rows.extend_from_slice(&codes[i * width..(i + 1) * width]);
-            }
+            rows.extend_from_slice(row);
+            rows.extend_from_slice(&later_codes[from * width..to * width]);
             for (a, (rule, out)) in rules.iter().zip(&mut out.attrs).enumerate() {
                 let values = rows.iter().skip(a).step_by(width).copied();
                 out[j] = resolve(values, *rule, &mut tally);
             }
         }
     });
-    drop((later, start, first_rank, codes, org, keyless, month));
+    drop((later_month, later_org, later_codes, start, first_rank));
+    drop((codes, org, keyless, month));
     super::input::trace("link: resolve persons", t);
     let person = with_person.then(|| {
         let mut of_record = vec![0u32; n];
