@@ -641,29 +641,15 @@ pub fn link_with(
             }
         });
     drop(number);
-    // The later records of person k are later[start[k]..start[k + 1]], in
-    // rank order: a counting sort of the ranks that are not first.
-    let mut start = vec![0u32; p + 1];
-    for &x in &person {
-        if x & LATER != 0 {
-            start[(x & !LATER) as usize] += 1;
-        }
-    }
-    let mut total = 0;
-    for s in start.iter_mut() {
-        total += *s;
-        *s = total;
-    }
-    // Each count is now its person's end; filling from the last rank
-    // back leaves each its person's start.
-    let mut later = vec![0u32; total as usize];
-    for (r, &x) in person.iter().enumerate().rev() {
-        if x & LATER != 0 {
-            let k = (x & !LATER) as usize;
-            start[k] -= 1;
-            later[start[k] as usize] = r as u32;
-        }
-    }
+    // The ranks that are not a person's first, one word each (the
+    // person above the rank), sorted: by person, then rank.
+    let mut by_person: Vec<u64> = person
+        .par_iter()
+        .enumerate()
+        .filter(|&(_, &x)| x & LATER != 0)
+        .map(|(r, &x)| u64::from(x & !LATER) << 32 | r as u64)
+        .collect();
+    sort_words(&mut by_person);
     super::input::trace("link: number and group persons", t);
     let t = std::time::Instant::now();
     // The later records' months, organisations and codes, gathered in the
@@ -671,7 +657,10 @@ pub fn link_with(
     // a loop that does nothing but fetch them keeps many of its cache
     // misses in flight at once; the persons' loop below then reads them in
     // order.
-    let later: Vec<u32> = later.par_iter().map(|&r| order[r as usize]).collect();
+    let later: Vec<u32> = by_person
+        .par_iter()
+        .map(|&w| order[w as u32 as usize])
+        .collect();
     let later_month: Vec<u32> = later.par_iter().map(|&i| month[i as usize]).collect();
     let later_org: Vec<u16> = later.par_iter().map(|&i| org[i as usize]).collect();
     let mut later_codes = vec![0u8; later.len() * width];
@@ -698,13 +687,19 @@ pub fn link_with(
         rest = tail;
     }
     ranges.into_par_iter().for_each(|(base, mut out)| {
+        // This range's later records: from the first of person `base`.
+        let mut at = by_person.partition_point(|&w| w >> 32 < base as u64);
         let mut orgs: Vec<u16> = Vec::new();
         let mut tally: Vec<(u8, u32, usize)> = Vec::new();
         let mut rows: Vec<u8> = Vec::new();
         for j in 0..out.records.len() {
             let k = base + j;
             let first = order[first_rank[k] as usize] as usize;
-            let (from, to) = (start[k] as usize, start[k + 1] as usize);
+            let from = at;
+            while at < by_person.len() && by_person[at] >> 32 == k as u64 {
+                at += 1;
+            }
+            let to = at;
             let row = &codes[first * width..(first + 1) * width];
             out.first_month[j] = month[first];
             out.anonymous[j] = keyless[first];
@@ -735,7 +730,7 @@ pub fn link_with(
             }
         }
     });
-    drop((later_month, later_org, later_codes, start, first_rank));
+    drop((later_month, later_org, later_codes, by_person, first_rank));
     drop((codes, org, keyless, month));
     super::input::trace("link: resolve persons", t);
     let person = with_person.then(|| {
