@@ -564,14 +564,27 @@ fn read_drop(
         codes: c,
         ..
     } = slot;
+    // Row `i` goes to place `at[i]`. Each column is moved on its own, row
+    // after row, so that only the writes are scattered (over one column
+    // of one drop, which the caches hold); gathering every column at once
+    // in the new order was the reader's slowest part.
+    let mut at = vec![0u32; rows];
     for (k, &i) in order.iter().enumerate() {
-        let i = i as usize;
-        kp[k] = key_passport[i];
-        kn[k] = key_name_dob[i];
-        m[k] = month[i];
-        if let Some(p) = pos.get_mut(k) {
-            *p = i as u32;
+        at[i as usize] = k as u32;
+    }
+    fn scatter<T: Copy>(from: &[T], at: &[u32], to: &mut [T]) {
+        for (&v, &k) in from.iter().zip(at) {
+            to[k as usize] = v;
         }
+    }
+    scatter(&key_passport, &at, kp);
+    scatter(&key_name_dob, &at, kn);
+    scatter(&month, &at, m);
+    if !pos.is_empty() {
+        pos.copy_from_slice(&order);
+    }
+    for (i, &k) in at.iter().enumerate() {
+        let k = k as usize;
         c[k * width..(k + 1) * width].copy_from_slice(&codes[i * width..(i + 1) * width]);
     }
     drop_seq.fill(seq);
@@ -580,29 +593,49 @@ fn read_drop(
 }
 
 /// The rows of a drop in the order "latest" needs: by month, then record
-/// key, then row. Sorted on one 64-bit word a row (the month and the
-/// record key's first 40 bits); rows whose words are equal, rare, are
-/// then put in order by the whole key.
+/// key, then row. Each row is one 64-bit word, radix sorted: its month's
+/// distance from the drop's first month, as many of the record key's first
+/// bits as fit, and its row (as many bits as the drop's rows need, so
+/// that the word says which row it is). Rows whose month and key bits are
+/// equal, rare, are then put in order by the whole key.
 fn latest_order(month: &[u32], record_key: &[u128]) -> Vec<u32> {
-    // A period's year is at most 9999: every month index is below 2^24.
-    debug_assert!(month.iter().all(|&m| m < 1 << 24));
-    let mut keyed: Vec<(u64, u32)> = month
+    use voracious_radix_sort::RadixSort;
+    let n = month.len();
+    let Some(&first) = month.iter().min() else {
+        return Vec::new();
+    };
+    let last = month.iter().max().copied().unwrap_or(first);
+    // A period's year is at most 9999 (every month index is below 2^24)
+    // and a drop's rows fit in 32 bits, so the key keeps 8 bits or more.
+    let width = |x: u64| u64::BITS - x.leading_zeros();
+    let month_bits = width(u64::from(last - first));
+    let row_bits = width(n as u64 - 1).max(1);
+    let key_bits = 64 - month_bits - row_bits;
+    let row = |w: u64| (w & ((1u64 << row_bits) - 1)) as u32;
+    let mut words: Vec<u64> = month
         .iter()
         .zip(record_key)
         .enumerate()
-        .map(|(i, (&m, &k))| ((m as u64) << 40 | (k >> 88) as u64, i as u32))
+        .map(|(i, (&m, &k))| {
+            let m = if month_bits == 0 {
+                0
+            } else {
+                u64::from(m - first) << (64 - month_bits)
+            };
+            m | ((k >> (128 - key_bits)) as u64) << row_bits | i as u64
+        })
         .collect();
-    keyed.sort_unstable();
+    words.voracious_sort();
     let mut start = 0;
-    for i in 1..=keyed.len() {
-        if i == keyed.len() || keyed[i].0 != keyed[start].0 {
+    for i in 1..=n {
+        if i == n || words[i] >> row_bits != words[start] >> row_bits {
             if i - start > 1 {
-                keyed[start..i].sort_unstable_by_key(|&(_, r)| (record_key[r as usize], r));
+                words[start..i].sort_unstable_by_key(|&w| (record_key[row(w) as usize], w));
             }
             start = i;
         }
     }
-    keyed.into_iter().map(|(_, i)| i).collect()
+    words.into_iter().map(row).collect()
 }
 
 fn prefix(k: &[u8]) -> u128 {
@@ -1039,5 +1072,16 @@ mod tests {
         assert_eq!(want, [3, 1, 4, 5, 2, 0]);
         assert_eq!(order, want);
         assert!(latest_order(&[], &[]).is_empty());
+        assert_eq!(latest_order(&[24300], &[hi]), [0]);
+        // Months years apart, and many rows: fewer key bits in the word,
+        // more rows ordered by the whole key.
+        let n = 5000u32;
+        let month: Vec<u32> = (0..n).map(|i| 12 * 2000 + (i * 7919) % 120).collect();
+        let record_key: Vec<u128> = (0..n)
+            .map(|i| u128::from((i * 104_729) % 613) << 100 | u128::from(i % 3))
+            .collect();
+        let mut want: Vec<u32> = (0..n).collect();
+        want.sort_by_key(|&i| (month[i as usize], record_key[i as usize], i));
+        assert_eq!(latest_order(&month, &record_key), want);
     }
 }
