@@ -653,7 +653,7 @@ pub fn link_with(
     super::input::trace("link: number and group persons", t);
     let t = std::time::Instant::now();
     // The later records' months, organisations and codes, gathered in the
-    // order of `later`. Those records are scattered over the columns, and
+    // order of `by_person`. Those records are scattered over the columns, and
     // a loop that does nothing but fetch them keeps many of its cache
     // misses in flight at once; the persons' loop below then reads them in
     // order.
