@@ -779,6 +779,7 @@ pub fn fuzzy_links(
 ) -> FuzzyLinks {
     let n = enc.len();
     assert_eq!(n, key_passport.len());
+    let t = std::time::Instant::now();
     let mut report = FuzzyReport {
         params: Some(params.clone()),
         encoded_records: enc.present.iter().filter(|&&p| p != 0).count() as u64,
@@ -810,6 +811,8 @@ pub fn fuzzy_links(
         }
     }
     let u = level_shares(&random);
+    super::input::trace("fuzzy: exact groups and random pairs", t);
+    let t = std::time::Instant::now();
     // m: level shares among pairs that an exact key links, each field
     // from the pairs of the key that does not hold it (passport-key pairs
     // for name, date of birth, nationality and sex; name-and-birth-key
@@ -871,6 +874,8 @@ pub fn fuzzy_links(
         *name_groups.entry(k).or_default() += 1;
     }
     drop(groups_of_name);
+    super::input::trace("fuzzy: labelled pairs and name groups", t);
+    let t = std::time::Instant::now();
     // Frequency weights: agreeing on exactly the same name weighs
     // log2(m / u_v), where u_v, the chance that another person has this
     // very name, is the share of the persons with a name who hold it
@@ -932,6 +937,8 @@ pub fn fuzzy_links(
     // all counted).
     let blocks = Blocks::new(enc, params.max_block);
     report.oversized_blocks = blocks.oversized;
+    super::input::trace("fuzzy: blocks", t);
+    let t = std::time::Instant::now();
     let bound = blocks.runs.iter().map(|&(s, e)| {
         let k = (e - s) as f64;
         k * (k - 1.0) / 2.0
@@ -962,6 +969,7 @@ pub fn fuzzy_links(
         Scan::merge,
     );
     drop(blocks);
+    super::input::trace("fuzzy: scan the candidate pairs", t);
     report.candidate_pairs = scan.pairs;
     report.candidate_pairs_joined_by_exact_keys = scan.joined;
     let scored = scan.pairs - scan.joined;

@@ -853,7 +853,9 @@ pub async fn link_form(
     // Without fuzzy linkage the encodings are not even read: exact keys
     // alone, as for drops of format 1.
     let encodings = if fuzzy_linkage {
-        super::fuzzy::encodings_of(store, form_drops, &records, &attrs)?
+        let e = super::fuzzy::encodings_of(store, form_drops, &records, &attrs)?;
+        trace(&format!("{form}: read the encodings"), t);
+        e
     } else {
         None
     };
