@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use safetally::Error;
-use safetally::report::fuzzy::Params;
 use safetally::report::trace::{stats_text, write_trace};
 use safetally::report::{Config, link_window};
 use safetally::store::Store;
@@ -65,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         args.window.from,
         args.window.to,
         config.fuzzy_linkage,
-        &Params::default(),
+        &config.fuzzy_params(),
     )?;
     if let Some(out) = &args.out {
         write_trace(out, &links)?;

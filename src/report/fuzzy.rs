@@ -21,7 +21,9 @@
 //! exists on the secretariat's side, and none is ever written.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arrow_array::{Array, BinaryArray, FixedSizeBinaryArray};
 use parquet::arrow::ProjectionMask;
@@ -149,29 +151,54 @@ impl Encodings {
         &self.blocks[self.block_start[i] as usize..self.block_start[i + 1] as usize]
     }
 
+    /// Record `i` as compared.
+    fn rec(&self, i: usize) -> Rec<'_> {
+        Rec {
+            present: self.present[i],
+            name: &self.name[i * NAME_LEN..(i + 1) * NAME_LEN],
+            dob: &self.dob[i * DOB_LEN..(i + 1) * DOB_LEN],
+            passport: &self.passport[i * PASSPORT_LEN..(i + 1) * PASSPORT_LEN],
+            nationality: self.nationality[i],
+            sex: self.sex[i],
+        }
+    }
+
     /// The comparison levels of records `a` and `b`, their name filters
     /// made with bits flipped with probability `name_flip` (whose expected
     /// effect on the Dice is taken back out: [`dice_unflipped`]).
     pub fn compare(&self, a: usize, b: usize, name_flip: f64) -> Levels {
-        let (pa, pb) = (self.present[a], self.present[b]);
-        let both = |bit: u8| pa & pb & (1 << bit) != 0;
+        self.rec(a).compare(self.rec(b), name_flip)
+    }
+}
+
+/// One record as compared: which encodings it has, the encodings, and its
+/// nationality and sex codes.
+#[derive(Clone, Copy)]
+struct Rec<'a> {
+    present: u8,
+    name: &'a [u8],
+    dob: &'a [u8],
+    passport: &'a [u8],
+    nationality: u16,
+    sex: u8,
+}
+
+impl Rec<'_> {
+    /// The comparison levels of this record and `other` ([`Encodings::compare`]).
+    fn compare(self, other: Rec<'_>, name_flip: f64) -> Levels {
+        let both = |bit: u8| self.present & other.present & (1 << bit) != 0;
         let level =
             |d: f64, cuts: &[f64]| cuts.iter().position(|c| d >= *c).unwrap_or(cuts.len()) as u8;
         let name = if both(0) {
-            let d = dice_unflipped(
-                &self.name[a * NAME_LEN..(a + 1) * NAME_LEN],
-                &self.name[b * NAME_LEN..(b + 1) * NAME_LEN],
-                name_flip,
-            );
-            level(d, FIELDS[0].cuts)
+            level(
+                dice_unflipped(self.name, other.name, name_flip),
+                FIELDS[0].cuts,
+            )
         } else {
             MISSING
         };
         let dob = if both(1) {
-            match dob_agreement(
-                &self.dob[a * DOB_LEN..(a + 1) * DOB_LEN],
-                &self.dob[b * DOB_LEN..(b + 1) * DOB_LEN],
-            ) {
+            match dob_agreement(self.dob, other.dob) {
                 DobAgreement::Same => 0,
                 DobAgreement::OneError => 1,
                 DobAgreement::SameYear => 2,
@@ -181,11 +208,7 @@ impl Encodings {
             MISSING
         };
         let passport = if both(2) {
-            let d = dice(
-                &self.passport[a * PASSPORT_LEN..(a + 1) * PASSPORT_LEN],
-                &self.passport[b * PASSPORT_LEN..(b + 1) * PASSPORT_LEN],
-            );
-            level(d, FIELDS[2].cuts)
+            level(dice(self.passport, other.passport), FIELDS[2].cuts)
         } else {
             MISSING
         };
@@ -197,9 +220,178 @@ impl Encodings {
             name,
             dob,
             passport,
-            code(self.nationality[a], self.nationality[b]),
-            code(self.sex[a] as u16, self.sex[b] as u16),
+            code(self.nationality, other.nationality),
+            code(self.sex as u16, other.sex as u16),
         ])
+    }
+}
+
+/// What fuzzy linkage holds of every record: which encodings it has, its
+/// name key, nationality and sex (13 bytes a record).
+#[derive(Debug, Default)]
+pub struct Light {
+    /// Which encodings a record has ([`Encodings::present`]).
+    pub present: Vec<u8>,
+    /// Keyed hash of all name tokens (0: no name).
+    pub name_key: Vec<u64>,
+    /// Nationality code (0 unknown).
+    pub nationality: Vec<u16>,
+    /// Sex code (0 unknown).
+    pub sex: Vec<u8>,
+}
+
+/// The filters of some of the records of a range, as read for comparing
+/// them (a record not read has none here).
+#[derive(Debug, Default)]
+pub struct Filters {
+    /// The first record of the range.
+    from: usize,
+    /// Per record of the range, its place here (`u32::MAX`: not read).
+    slot: Vec<u32>,
+    name: Vec<u8>,
+    dob: Vec<u8>,
+    passport: Vec<u8>,
+}
+
+impl Filters {
+    /// Empties these filters for the range `from..to` (keeping their
+    /// memory, so that reading the next range touches no fresh page).
+    pub fn reset(&mut self, from: usize, to: usize) {
+        self.from = from;
+        self.slot.clear();
+        self.slot.resize(to - from, u32::MAX);
+        self.name.clear();
+        self.dob.clear();
+        self.passport.clear();
+    }
+
+    /// Adds record `i`'s filters (zeros where it has none).
+    pub fn push(
+        &mut self,
+        i: usize,
+        name: Option<&[u8]>,
+        dob: Option<&[u8]>,
+        passport: Option<&[u8]>,
+    ) {
+        self.slot[i - self.from] = (self.name.len() / NAME_LEN) as u32;
+        for (f, out, len) in [
+            (name, &mut self.name, NAME_LEN),
+            (dob, &mut self.dob, DOB_LEN),
+            (passport, &mut self.passport, PASSPORT_LEN),
+        ] {
+            match f {
+                Some(f) if f.len() == len => out.extend_from_slice(f),
+                _ => out.resize(out.len() + len, 0),
+            }
+        }
+    }
+
+    /// Record `i` as compared (it must have been read).
+    fn rec<'a>(&'a self, light: &Light, i: usize) -> Rec<'a> {
+        let s = self.slot[i - self.from] as usize;
+        debug_assert!(s != u32::MAX as usize, "record {i} was not read");
+        Rec {
+            present: light.present[i],
+            name: &self.name[s * NAME_LEN..(s + 1) * NAME_LEN],
+            dob: &self.dob[s * DOB_LEN..(s + 1) * DOB_LEN],
+            passport: &self.passport[s * PASSPORT_LEN..(s + 1) * PASSPORT_LEN],
+            nationality: light.nationality[i],
+            sex: light.sex[i],
+        }
+    }
+}
+
+/// Bytes a record's filters take when read (name, date of birth and
+/// passport filters, and its slot).
+pub const FILTER_BYTES: usize = NAME_LEN + DOB_LEN + PASSPORT_LEN + 4;
+
+/// The filters fuzzy linkage holds at once by default: about 2.35 million
+/// records'. A form whose records' filters fit is read once and compared
+/// in one pass; a larger one is compared one range of records at a time
+/// against itself and every later record, those read again from the drops
+/// a chunk at a time (docs/linkage.md, "Memory").
+pub const FILTER_BUDGET: usize = 512 << 20;
+
+/// Where fuzzy linkage reads records' encodings from: held in memory
+/// ([`Encodings`]) or read from the drops ([`DropEncodings`]) when wanted,
+/// a range of records at a time.
+pub trait Source: Sync {
+    /// How many records.
+    fn len(&self) -> usize;
+
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads into `out` the filters of the records of `from..to` for which
+    /// `keep` holds; with `light`, also fills in every record's
+    /// [`Light`] columns (sized for every record by the caller).
+    fn read(
+        &self,
+        from: usize,
+        to: usize,
+        keep: &(dyn Fn(usize) -> bool + Sync),
+        light: Option<&mut Light>,
+        out: &mut Filters,
+    ) -> Result<()>;
+
+    /// Appends `(key, 0, record)` for every blocking key in part `part` of
+    /// the key space (its top bits; [`KEY_PARTS`] parts), each record's
+    /// keys distinct.
+    fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()>;
+
+    /// The first record at or after `i` that begins a new read (a drop's
+    /// first record): ranges cut there read no drop twice.
+    fn boundary(&self, i: usize) -> usize {
+        i
+    }
+}
+
+/// Whether blocking key `k` lies in part `part` of the key space.
+fn in_part(k: u64, part: u64) -> bool {
+    k >> (64 - KEY_PARTS.trailing_zeros()) == part
+}
+
+impl Source for Encodings {
+    fn len(&self) -> usize {
+        Encodings::len(self)
+    }
+
+    fn read(
+        &self,
+        from: usize,
+        to: usize,
+        keep: &(dyn Fn(usize) -> bool + Sync),
+        light: Option<&mut Light>,
+        out: &mut Filters,
+    ) -> Result<()> {
+        out.reset(from, to);
+        for i in (from..to).filter(|&i| keep(i)) {
+            let r = self.rec(i);
+            out.push(i, Some(r.name), Some(r.dob), Some(r.passport));
+        }
+        if let Some(light) = light {
+            for i in from..to {
+                light.present[i] = self.present[i];
+                light.name_key[i] = self.name_key[i];
+                light.nationality[i] = self.nationality[i];
+                light.sex[i] = self.sex[i];
+            }
+        }
+        Ok(())
+    }
+
+    fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()> {
+        for i in 0..Encodings::len(self) {
+            out.extend(
+                self.blocks_of(i)
+                    .iter()
+                    .filter(|&&k| in_part(k, part))
+                    .map(|&k| (k, 0, i as u32)),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -348,6 +540,10 @@ pub struct Params {
     /// flipped (the format's hardening, [`NAME_FLIP`]); comparisons take
     /// its expected effect back out.
     pub name_flip: f64,
+    /// Bytes of filters held at once ([`FILTER_BUDGET`]): how the work is
+    /// done, not what it finds, so the manifest leaves it out.
+    #[serde(skip)]
+    pub filter_budget: usize,
 }
 
 impl Default for Params {
@@ -361,6 +557,7 @@ impl Default for Params {
             iterations: 60,
             name_frequency: true,
             name_flip: NAME_FLIP,
+            filter_budget: FILTER_BUDGET,
         }
     }
 }
@@ -474,6 +671,9 @@ pub struct FuzzyLinks {
     pub refused: Vec<Edge>,
     /// The report.
     pub report: FuzzyReport,
+    /// How many ranges the records were compared in (1: every record's
+    /// filters were held at once).
+    pub ranges: usize,
 }
 
 impl FuzzyLinks {
@@ -488,8 +688,8 @@ impl FuzzyLinks {
 const KEY_PARTS: u64 = 4;
 
 /// A nationality and sex code pair: what splits a block that is too large.
-fn nat_sex(enc: &Encodings, i: u32) -> u32 {
-    (enc.nationality[i as usize] as u32) << 8 | enc.sex[i as usize] as u32
+fn nat_sex(light: &Light, i: u32) -> u32 {
+    (light.nationality[i as usize] as u32) << 8 | light.sex[i as usize] as u32
 }
 
 /// The blocks that are compared, found once for the whole form.
@@ -501,56 +701,74 @@ fn nat_sex(enc: &Encodings, i: u32) -> u32 {
 /// it would grow with the square of the records). So the pairs compared
 /// grow in proportion to the records, however many there are.
 struct Blocks {
-    /// The records of the compared blocks, block after block.
+    /// The records of the compared blocks, block after block, each block's
+    /// in the order of the records.
     members: Vec<u32>,
     /// The compared blocks: ranges of `members`.
     runs: Vec<(u32, u32)>,
-    /// Per record, in the layout of [`Encodings::blocks`], the compared
-    /// block each of its keys put it in (its place in `runs` plus one; 0:
-    /// not compared).
-    ids: Vec<u32>,
+    /// The compared blocks record `i` is in, by number (its place in
+    /// `runs` plus one), ascending: `of[start[i]..start[i + 1]]`.
+    start: Vec<u32>,
+    of: Vec<u32>,
     /// Blocking keys too common to compare even when split.
     oversized: u64,
 }
 
 impl Blocks {
-    fn new(enc: &Encodings, max_block: usize) -> Blocks {
+    fn new(src: &dyn Source, light: &Light, max_block: usize) -> Result<Blocks> {
+        let n = src.len();
         let mut blocks = Blocks {
             members: Vec::new(),
             runs: Vec::new(),
-            ids: vec![0u32; enc.blocks.len()],
+            start: Vec::new(),
+            of: Vec::new(),
             oversized: 0,
         };
-        // The keys are sorted a part of the key space at a time, so that
-        // only a quarter of the (key, record) entries is held at once; the
-        // parts share one buffer (fresh pages are dear: each is cleared
-        // when first touched).
+        // The keys are read and sorted a part of the key space at a time,
+        // so that only a quarter of the (key, record) entries is held at
+        // once; the parts share one buffer (fresh pages are dear: each is
+        // cleared when first touched).
         let mut entries = Vec::new();
         for part in 0..KEY_PARTS {
-            blocks.add_part(enc, max_block, part, &mut entries);
+            entries.clear();
+            src.block_keys(part, &mut entries)?;
+            entries
+                .par_iter_mut()
+                .for_each(|e: &mut (u64, u32, u32)| e.1 = nat_sex(light, e.2));
+            blocks.add_part(max_block, &mut entries);
         }
-        blocks
+        drop(entries);
+        // Each block's records in their order, so that the records of a
+        // range are a slice of it; and each record's blocks.
+        let mut rest = blocks.members.as_mut_slice();
+        for &(s, e) in &blocks.runs {
+            let (block, tail) = rest.split_at_mut((e - s) as usize);
+            block.sort_unstable();
+            rest = tail;
+        }
+        let mut start = vec![0u32; n + 1];
+        for &r in &blocks.members {
+            start[r as usize + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut at = start.clone();
+        let mut of = vec![0u32; blocks.members.len()];
+        for (id, &(s, e)) in blocks.runs.iter().enumerate() {
+            for &r in &blocks.members[s as usize..e as usize] {
+                of[at[r as usize] as usize] = id as u32 + 1;
+                at[r as usize] += 1;
+            }
+        }
+        blocks.start = start;
+        blocks.of = of;
+        Ok(blocks)
     }
 
-    /// Finds the compared blocks among the keys whose top bits are `part`.
-    fn add_part(
-        &mut self,
-        enc: &Encodings,
-        max_block: usize,
-        part: u64,
-        entries: &mut Vec<(u64, u32, u32)>,
-    ) {
-        let in_part = |k: u64| k >> (64 - KEY_PARTS.trailing_zeros()) == part;
-        entries.clear();
-        for i in 0..enc.len() as u32 {
-            let ns = nat_sex(enc, i);
-            entries.extend(
-                enc.blocks_of(i as usize)
-                    .iter()
-                    .filter(|&&k| in_part(k))
-                    .map(|&k| (k, ns, i)),
-            );
-        }
+    /// Finds the compared blocks among `entries` (key, nationality and
+    /// sex, record).
+    fn add_part(&mut self, max_block: usize, entries: &mut [(u64, u32, u32)]) {
         entries.par_sort_unstable();
         let mut runs: Vec<(u32, u32)> = Vec::new();
         let mut start = 0;
@@ -584,24 +802,41 @@ impl Blocks {
             start = i;
         }
         for (s, e) in runs {
-            // This block's number: its place in `self.runs` plus one.
-            let id = self.runs.len() as u32 + 1;
             let from = self.members.len() as u32;
-            for &(k, _, r) in &entries[s as usize..e as usize] {
-                let at = enc.block_start[r as usize] as usize
-                    + enc
-                        .blocks_of(r as usize)
-                        .binary_search(&k)
-                        .expect("the record's own key");
-                self.ids[at] = id;
-                self.members.push(r);
-            }
+            self.members
+                .extend(entries[s as usize..e as usize].iter().map(|&(_, _, r)| r));
             self.runs.push((from, self.members.len() as u32));
         }
     }
 
-    fn ids_of<'a>(&'a self, enc: &Encodings, i: u32) -> &'a [u32] {
-        &self.ids[enc.block_start[i as usize] as usize..enc.block_start[i as usize + 1] as usize]
+    fn ids_of(&self, i: u32) -> &[u32] {
+        &self.of[self.start[i as usize] as usize..self.start[i as usize + 1] as usize]
+    }
+
+    /// The records that some compared pair needs read: those of blocks
+    /// holding records of more than one exact-key group (`root`); a block
+    /// of one group's records compares nothing.
+    fn needed(&self, root: &[u32]) -> Vec<bool> {
+        let mut needed = vec![false; self.start.len() - 1];
+        for &(s, e) in &self.runs {
+            let block = &self.members[s as usize..e as usize];
+            let r = root[block[0] as usize];
+            if block.iter().any(|&x| root[x as usize] != r) {
+                for &x in block {
+                    needed[x as usize] = true;
+                }
+            }
+        }
+        needed
+    }
+
+    /// Whether `a` and `b` share a compared block numbered below `id`.
+    fn share_earlier(&self, a: u32, b: u32, id: u32) -> bool {
+        let ib = self.ids_of(b);
+        self.ids_of(a)
+            .iter()
+            .take_while(|&&k| k < id)
+            .any(|k| ib.contains(k))
     }
 
     /// Calls `f` on every pair of records that share a compared block,
@@ -609,29 +844,33 @@ impl Blocks {
     /// results with `reduce`.
     fn pairs<T: Send>(
         &self,
-        enc: &Encodings,
         init: impl Fn() -> T + Sync + Send,
         f: impl Fn(&mut T, u32, u32) + Sync + Send,
         reduce: impl Fn(T, T) -> T + Sync + Send,
     ) -> T {
+        self.pairs_fold(&init, f).reduce(&init, reduce)
+    }
+
+    /// [`Blocks::pairs`] before the results are folded into one.
+    fn pairs_fold<T: Send>(
+        &self,
+        init: impl Fn() -> T + Sync + Send,
+        f: impl Fn(&mut T, u32, u32) + Sync + Send,
+    ) -> impl ParallelIterator<Item = T> {
         (1u32..=self.runs.len() as u32)
             .into_par_iter()
-            .fold(&init, |mut acc, id| {
+            .fold(init, move |mut acc, id| {
                 let (s, e) = self.runs[id as usize - 1];
                 let block = &self.members[s as usize..e as usize];
                 for (x, &a) in block.iter().enumerate() {
-                    let ia = self.ids_of(enc, a);
                     for &b in &block[x + 1..] {
-                        let ib = self.ids_of(enc, b);
-                        let earlier = ia.iter().any(|&k| k != 0 && k < id && ib.contains(&k));
-                        if !earlier {
-                            f(&mut acc, a.min(b), a.max(b));
+                        if !self.share_earlier(a, b, id) {
+                            f(&mut acc, a, b);
                         }
                     }
                 }
                 acc
             })
-            .reduce(&init, reduce)
     }
 }
 
@@ -682,15 +921,76 @@ pub const M_PRIOR: [&[f64]; 5] = [
     &[0.98, 0.02],
 ];
 
-/// Pattern counts of the pairs an exact key links: each record with the
-/// next one of the same key (at most `limit` pairs).
-fn labelled(keys: &[u128], enc: &Encodings, limit: usize, name_flip: f64) -> Vec<f64> {
-    let order = KeyOrder::new(keys.len(), &|i| keys[i], |i| enc.present[i] != 0);
+/// The pairs an exact key links, as fuzzy linkage learns `m` from them:
+/// each encoded record with the next one of the same key (at most `limit`
+/// pairs).
+fn labelled(keys: &[u128], present: &[u8], limit: usize) -> Vec<(u32, u32)> {
+    let order = KeyOrder::new(keys.len(), &|i| keys[i], |i| present[i] != 0);
+    order
+        .equal_neighbours(|i| keys[i])
+        .take(limit)
+        .map(|(a, b)| (a as u32, b as u32))
+        .collect()
+}
+
+/// Pattern counts of `pairs`, read from `filters`.
+fn pattern_counts(
+    pairs: &[(u32, u32)],
+    filters: &Filters,
+    light: &Light,
+    name_flip: f64,
+) -> Vec<f64> {
     let mut counts = vec![0f64; patterns()];
-    for (a, b) in order.equal_neighbours(|i| keys[i]).take(limit) {
-        counts[enc.compare(a, b, name_flip).index()] += 1.0;
+    for &(a, b) in pairs {
+        let (a, b) = (
+            filters.rec(light, a as usize),
+            filters.rec(light, b as usize),
+        );
+        counts[a.compare(b, name_flip).index()] += 1.0;
     }
     counts
+}
+
+/// Numbers the distinct names of `name_key` (0: no name) from 1, and
+/// counts the exact-key groups (`root`) that hold each: each record's
+/// name's number, each number's groups (index 0 unused), and how many
+/// groups hold a name. A number takes half a key's bytes, and a count is
+/// found without a map.
+fn name_groups(name_key: &[u64], root: &[u32]) -> (Vec<u32>, Vec<u32>, usize) {
+    let mut by_name: Vec<(u64, u32)> = name_key
+        .iter()
+        .enumerate()
+        .filter(|&(_, &k)| k != 0)
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
+    by_name.par_sort_unstable();
+    let mut id = vec![0u32; name_key.len()];
+    let mut names = 0u32;
+    for run in by_name.chunk_by(|x, y| x.0 == y.0) {
+        names += 1;
+        for &(_, i) in run {
+            id[i as usize] = names;
+        }
+    }
+    drop(by_name);
+    // (name, group) words, each once.
+    let mut groups: Vec<u64> = id
+        .iter()
+        .zip(root)
+        .filter(|&(&n, _)| n != 0)
+        .map(|(&n, &r)| u64::from(n) << 32 | u64::from(r))
+        .collect();
+    super::link::sort_words(&mut groups);
+    groups.dedup();
+    let mut count = vec![0u32; names as usize + 1];
+    for w in &groups {
+        count[(w >> 32) as usize] += 1;
+    }
+    let mut roots: Vec<u32> = groups.iter().map(|&w| w as u32).collect();
+    drop(groups);
+    roots.par_sort_unstable();
+    roots.dedup();
+    (id, count, roots.len())
 }
 
 /// Weights are counted in bins of 1/16 bit, from -256 to 256 bits.
@@ -766,7 +1066,8 @@ impl Scan {
     }
 }
 
-/// Finds fuzzy links among records that carry encodings. `key_passport`
+/// Finds fuzzy links among records that carry encodings, held in memory
+/// ([`fuzzy_links_from`]). `key_passport`
 /// and `key_name_dob` are the records' exact keys (as in
 /// [`super::link::Records`]), so that pairs already joined by them are not
 /// counted as fuzzy links and the chaining guard knows the exact-key
@@ -777,14 +1078,27 @@ pub fn fuzzy_links(
     enc: &Encodings,
     params: &Params,
 ) -> FuzzyLinks {
-    let n = enc.len();
+    fuzzy_links_from(key_passport, key_name_dob, enc, params)
+        .expect("encodings held in memory are read without error")
+}
+
+/// Finds fuzzy links among the records of `src` ([`fuzzy_links`]),
+/// holding at most about `params.filter_budget` bytes of filters at once:
+/// when every
+/// record's filters fit, they are read once; otherwise the records are
+/// cut into ranges and each range is compared with itself and with every
+/// later range, two ranges read at a time. The links are the same either
+/// way.
+pub fn fuzzy_links_from(
+    key_passport: &[u128],
+    key_name_dob: &[u128],
+    src: &dyn Source,
+    params: &Params,
+) -> Result<FuzzyLinks> {
+    let n = src.len();
+    let budget = params.filter_budget;
     assert_eq!(n, key_passport.len());
     let t = std::time::Instant::now();
-    let mut report = FuzzyReport {
-        params: Some(params.clone()),
-        encoded_records: enc.present.iter().filter(|&&p| p != 0).count() as u64,
-        ..Default::default()
-    };
     // The exact-key groups.
     let forest = Forest::new(n);
     let mut words = Vec::new();
@@ -792,34 +1106,73 @@ pub fn fuzzy_links(
     forest.unite_equal(|i| key_name_dob[i], &mut words);
     drop(words);
     let root = forest.roots();
+    // Every record's light columns; and its filters too when all fit.
+    let mut light = Light {
+        present: vec![0; n],
+        name_key: vec![0; n],
+        nationality: vec![0; n],
+        sex: vec![0; n],
+    };
+    let whole = n * FILTER_BYTES <= budget;
+    let mut left = Filters::default();
+    src.read(0, n, &|_| whole, Some(&mut light), &mut left)?;
+    super::input::trace("fuzzy: exact groups and read the encodings", t);
+    let t = std::time::Instant::now();
+    let mut report = FuzzyReport {
+        params: Some(params.clone()),
+        encoded_records: light.present.iter().filter(|&&p| p != 0).count() as u64,
+        ..Default::default()
+    };
     let np = patterns();
     // u: level shares among random pairs of encoded records.
     let encoded: Vec<u32> = (0..n as u32)
-        .filter(|&i| enc.present[i as usize] != 0)
+        .filter(|&i| light.present[i as usize] != 0)
         .collect();
-    let mut random = vec![0f64; np];
+    let mut random = Vec::new();
     if encoded.len() > 1 {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for _ in 0..params.random_pairs {
             let a = encoded[rng.random_range(0..encoded.len())];
             let b = encoded[rng.random_range(0..encoded.len())];
             if a != b {
-                random[enc
-                    .compare(a as usize, b as usize, params.name_flip)
-                    .index()] += 1.0;
+                random.push((a, b));
             }
         }
     }
-    let u = level_shares(&random);
-    super::input::trace("fuzzy: exact groups and random pairs", t);
-    let t = std::time::Instant::now();
+    let e = encoded.len() as f64;
+    drop(encoded);
     // m: level shares among pairs that an exact key links, each field
     // from the pairs of the key that does not hold it (passport-key pairs
     // for name, date of birth, nationality and sex; name-and-birth-key
     // pairs for the passport), so that the key does not bias its own
     // field. A field with too few such pairs keeps its prior.
-    let by_passport = labelled(key_passport, enc, params.random_pairs, params.name_flip);
-    let by_name_dob = labelled(key_name_dob, enc, params.random_pairs, params.name_flip);
+    let passport_pairs = labelled(key_passport, &light.present, params.random_pairs);
+    let name_dob_pairs = labelled(key_name_dob, &light.present, params.random_pairs);
+    let (random, by_passport, by_name_dob) = {
+        // The filters of these pairs' records, unless every record's are
+        // held already.
+        let mut some = Filters::default();
+        let filters = if whole {
+            &left
+        } else {
+            let mut wanted = vec![false; n];
+            for &(a, b) in random.iter().chain(&passport_pairs).chain(&name_dob_pairs) {
+                wanted[a as usize] = true;
+                wanted[b as usize] = true;
+            }
+            src.read(0, n, &|i| wanted[i], None, &mut some)?;
+            &some
+        };
+        (
+            pattern_counts(&random, filters, &light, params.name_flip),
+            pattern_counts(&passport_pairs, filters, &light, params.name_flip),
+            pattern_counts(&name_dob_pairs, filters, &light, params.name_flip),
+        )
+    };
+    drop((passport_pairs, name_dob_pairs));
+    let u = level_shares(&random);
+    super::input::trace("fuzzy: random and labelled pairs", t);
+    let t = std::time::Instant::now();
     let from_passport = level_shares(&by_passport);
     let from_name_dob = level_shares(&by_name_dob);
     let labelled_pairs = |counts: &[f64], f: usize| -> f64 {
@@ -854,26 +1207,8 @@ pub fn fuzzy_links(
         .collect();
     // How common each exactly equal name is: the exact-key groups that
     // hold it.
-    let mut groups_of_name: Vec<(u64, u32)> = (0..n)
-        .filter(|&i| enc.name_key[i] != 0)
-        .map(|i| (enc.name_key[i], root[i]))
-        .collect();
-    groups_of_name.par_sort_unstable();
-    groups_of_name.dedup();
-    let groups_with_names = {
-        let mut roots: Vec<u32> = groups_of_name.iter().map(|&(_, r)| r).collect();
-        roots.par_sort_unstable();
-        roots.dedup();
-        roots.len()
-    };
-    // Sized once for the distinct names (the entries are sorted by name).
-    let distinct = groups_of_name.chunk_by(|x, y| x.0 == y.0).count();
-    let mut name_groups: FxHashMap<u64, u32> =
-        FxHashMap::with_capacity_and_hasher(distinct, Default::default());
-    for &(k, _) in &groups_of_name {
-        *name_groups.entry(k).or_default() += 1;
-    }
-    drop(groups_of_name);
+    let (name_id, name_groups, groups_with_names) = name_groups(&light.name_key, &root);
+    light.name_key = Vec::new();
     super::input::trace("fuzzy: labelled pairs and name groups", t);
     let t = std::time::Instant::now();
     // Frequency weights: agreeing on exactly the same name weighs
@@ -891,21 +1226,21 @@ pub fn fuzzy_links(
         .map(|p| log_ratio(Levels::of_index(p), &m, &u))
         .collect();
     let weight = |a: u32, b: u32, l: Levels| -> f32 {
-        let (ka, kb) = (enc.name_key[a as usize], enc.name_key[b as usize]);
+        let (ka, kb) = (name_id[a as usize], name_id[b as usize]);
         let same_name = params.name_frequency && l.0[0] == 0 && ka == kb && ka != 0;
         let w = weight_of[l.index()]
             + if same_name {
-                adjust(name_groups[&ka])
+                adjust(name_groups[ka as usize])
             } else {
                 0.0
             };
         w as f32
     };
-    if params.name_frequency && !name_groups.is_empty() {
-        let most = name_groups.values().copied().max().unwrap_or(2);
+    if params.name_frequency && name_groups.len() > 1 {
+        let most = name_groups.iter().copied().max().unwrap_or(2);
         let base = (m[0][0] / u[0][0]).log2();
         report.model.name_frequency = Some(NameFrequency {
-            distinct_names: name_groups.len() as u64,
+            distinct_names: name_groups.len() as u64 - 1,
             groups_with_names: groups_with_names as u64,
             rarest_weight: base + adjust(2),
             most_common_weight: base + adjust(most),
@@ -923,7 +1258,6 @@ pub fn fuzzy_links(
     // candidates by the same fields the weights score, so the candidates'
     // share would count that evidence twice, and more so the more records
     // there are).
-    let e = encoded.len() as f64;
     let threshold_at = |matches: f64| {
         let all_pairs = (e * (e - 1.0) / 2.0).max(matches + 1.0);
         let prior = (matches / (all_pairs - matches)).log2();
@@ -935,7 +1269,7 @@ pub fn fuzzy_links(
     // counted by weight, and kept when they could reach the threshold
     // whatever the match share (the share is not known before they are
     // all counted).
-    let blocks = Blocks::new(enc, params.max_block);
+    let blocks = Blocks::new(src, &light, params.max_block)?;
     report.oversized_blocks = blocks.oversized;
     super::input::trace("fuzzy: blocks", t);
     let t = std::time::Instant::now();
@@ -944,31 +1278,160 @@ pub fn fuzzy_links(
         k * (k - 1.0) / 2.0
     });
     let lowest = threshold_at(bound.sum::<f64>().max(1.0)).1 as f32;
-    let scan = blocks.pairs(
-        enc,
-        Scan::new,
-        |acc, a, b| {
-            acc.pairs += 1;
-            if root[a as usize] == root[b as usize] {
-                acc.joined += 1;
-                return;
+    // Scores a pair no exact key joins, `a` in `left` and `b` in `right`.
+    let score = |left: &Filters, right: &Filters, acc: &mut Scan, a: u32, b: u32| {
+        let l = left
+            .rec(&light, a as usize)
+            .compare(right.rec(&light, b as usize), params.name_flip);
+        let w = weight(a, b, l);
+        acc.bins[weight_bin(w)] += 1;
+        acc.histogram[((w / 2.0).floor() as i64 + 128).clamp(0, 255) as usize] += 1;
+        if fitted && w >= lowest {
+            let edge = Edge {
+                a,
+                b,
+                weight: w as f64,
+            };
+            acc.kept.push((edge, l.index() as u16));
+        }
+    };
+    let mut scan = Scan::new();
+    let mut range_count = 1;
+    if whole {
+        scan = blocks.pairs(
+            Scan::new,
+            |acc, a, b| {
+                acc.pairs += 1;
+                if root[a as usize] == root[b as usize] {
+                    acc.joined += 1;
+                } else {
+                    score(&left, &left, acc, a, b);
+                }
+            },
+            Scan::merge,
+        );
+        drop(blocks);
+    } else {
+        // Ranges of records of about equal numbers of records to read.
+        // The pairs to score are found first, grouped by the range of
+        // their first record and ordered by their second (8 bytes a pair:
+        // far less than the blocks' records' filters). Then each range is
+        // read and held while its pairs are scored, the records they meet
+        // after it read a chunk at a time, in order.
+        let needed = blocks.needed(&root);
+        let chunk = (budget / 16 / FILTER_BYTES).max(1);
+        let most = (budget / FILTER_BYTES).saturating_sub(chunk).max(1);
+        let lefts = ranges(&needed, 0, most, |i| src.boundary(i));
+        range_count = lefts.len();
+        // Counted first, then written straight into place: the pairs are
+        // the largest thing held while filters are read.
+        let (pairs, joined, per_range) = blocks.pairs(
+            || (0u64, 0u64, vec![0usize; lefts.len()]),
+            |acc, a, b| {
+                acc.0 += 1;
+                if root[a as usize] == root[b as usize] {
+                    acc.1 += 1;
+                } else {
+                    acc.2[lefts.partition_point(|r| r.end <= a)] += 1;
+                }
+            },
+            |mut x, y| {
+                x.0 += y.0;
+                x.1 += y.1;
+                for (p, q) in x.2.iter_mut().zip(y.2) {
+                    *p += q;
+                }
+                x
+            },
+        );
+        (scan.pairs, scan.joined) = (pairs, joined);
+        let slots: Vec<Vec<AtomicU64>> = per_range
+            .iter()
+            .map(|&c| (0..c).map(|_| AtomicU64::new(0)).collect())
+            .collect();
+        let cursors: Vec<AtomicUsize> = per_range.iter().map(|_| AtomicUsize::new(0)).collect();
+        let flush = |buffer: &mut Vec<u64>, i: usize| {
+            let at = cursors[i].fetch_add(buffer.len(), Ordering::Relaxed);
+            for (slot, &w) in slots[i][at..at + buffer.len()].iter().zip(buffer.iter()) {
+                slot.store(w, Ordering::Relaxed);
             }
-            let l = enc.compare(a as usize, b as usize, params.name_flip);
-            let w = weight(a, b, l);
-            acc.bins[weight_bin(w)] += 1;
-            acc.histogram[((w / 2.0).floor() as i64 + 128).clamp(0, 255) as usize] += 1;
-            if fitted && w >= lowest {
-                let edge = Edge {
-                    a,
-                    b,
-                    weight: w as f64,
-                };
-                acc.kept.push((edge, l.index() as u16));
+            buffer.clear();
+        };
+        blocks
+            .pairs_fold(
+                || vec![Vec::with_capacity(1024); lefts.len()],
+                |buffers: &mut Vec<Vec<u64>>, a, b| {
+                    if root[a as usize] != root[b as usize] {
+                        let i = lefts.partition_point(|r| r.end <= a);
+                        buffers[i].push(u64::from(b) << 32 | u64::from(a));
+                        if buffers[i].len() == 1024 {
+                            flush(&mut buffers[i], i);
+                        }
+                    }
+                },
+            )
+            .for_each(|mut buffers| {
+                for (i, buffer) in buffers.iter_mut().enumerate() {
+                    flush(buffer, i);
+                }
+            });
+        drop(blocks);
+        let mut found: Vec<Vec<u64>> = slots
+            .into_iter()
+            .map(|s| s.into_iter().map(AtomicU64::into_inner).collect())
+            .collect();
+        super::input::trace(
+            &format!(
+                "fuzzy: {} pairs to score of {} records, in {range_count} ranges",
+                scan.pairs - scan.joined,
+                needed.iter().filter(|&&x| x).count(),
+            ),
+            t,
+        );
+        let keep = |x: usize| needed[x];
+        let mut right = Filters::default();
+        let (mut reading, mut reads) = (std::time::Duration::ZERO, 0);
+        for (i, l) in lefts.iter().enumerate() {
+            // This range's pairs, by second record (and first).
+            let mut words = std::mem::take(&mut found[i]);
+            super::link::sort_words(&mut words);
+            let r0 = std::time::Instant::now();
+            src.read(l.start as usize, l.end as usize, &keep, None, &mut left)?;
+            (reading, reads) = (reading + r0.elapsed(), reads + 1);
+            let second = |w: &u64| (w >> 32) as u32;
+            let score_all = |words: &[u64], right: &Filters| {
+                words
+                    .par_iter()
+                    .fold(Scan::new, |mut acc, &w| {
+                        score(&left, right, &mut acc, w as u32, (w >> 32) as u32);
+                        acc
+                    })
+                    .reduce(Scan::new, Scan::merge)
+            };
+            let within = words.partition_point(|w| second(w) < l.end);
+            scan = scan.merge(score_all(&words[..within], &left));
+            let mut rest = &words[within..];
+            for r in ranges(&needed, l.end as usize, chunk, |i| src.boundary(i)) {
+                let here = rest.partition_point(|w| second(w) < r.end);
+                if here == 0 {
+                    continue;
+                }
+                let r0 = std::time::Instant::now();
+                src.read(r.start as usize, r.end as usize, &keep, None, &mut right)?;
+                (reading, reads) = (reading + r0.elapsed(), reads + 1);
+                scan = scan.merge(score_all(&rest[..here], &right));
+                rest = &rest[here..];
             }
-        },
-        Scan::merge,
-    );
-    drop(blocks);
+        }
+        super::input::trace(
+            &format!(
+                "fuzzy: {reads} reads of ranges took {:.3} s",
+                reading.as_secs_f64()
+            ),
+            t,
+        );
+    }
+    drop(left);
     super::input::trace("fuzzy: scan the candidate pairs", t);
     report.candidate_pairs = scan.pairs;
     report.candidate_pairs_joined_by_exact_keys = scan.joined;
@@ -1063,11 +1526,41 @@ pub fn fuzzy_links(
     }
     report.fuzzy_links = accepted.len() as u64;
     report.refused_by_chaining_guard = refused.len() as u64;
-    FuzzyLinks {
+    Ok(FuzzyLinks {
         accepted,
         refused,
         report,
+        ranges: range_count,
+    })
+}
+
+/// Cuts the records from `from` on into ranges of at least `most` records
+/// to read each (`needed`; the last may hold fewer), in order; each range
+/// ends at the first `boundary` after its `most`-th record (where a drop's
+/// records end: [`Source::boundary`]), so that no drop is read for two
+/// ranges.
+fn ranges(
+    needed: &[bool],
+    from: usize,
+    most: usize,
+    boundary: impl Fn(usize) -> usize,
+) -> Vec<Range<u32>> {
+    let n = needed.len();
+    let mut out = Vec::new();
+    let (mut start, mut count, mut i) = (from, 0, from);
+    while i < n {
+        count += usize::from(needed[i]);
+        i += 1;
+        if count >= most {
+            let cut = boundary(i).clamp(i, n);
+            out.push(start as u32..cut as u32);
+            (start, count, i) = (cut, 0, cut);
+        }
     }
+    if start < n || out.is_empty() {
+        out.push(start as u32..n as u32);
+    }
+    out
 }
 
 /// Reads the encodings of one drop file, in file order (nationality and
@@ -1151,15 +1644,30 @@ pub fn read_drop_encodings(path: &Path) -> Result<Option<Encodings>> {
     Ok(Some(out))
 }
 
+/// A form's encodings as its drops hold them, read when wanted: the
+/// [`Source`] of a report's fuzzy linkage. Records come drop by drop (runs
+/// of one drop's rows, in any order within the run).
+pub struct DropEncodings<'a> {
+    /// Per run of records from one drop: the drop (`None`: it carries no
+    /// encodings), its first record and the end of the run.
+    runs: Vec<(Option<std::path::PathBuf>, usize, usize)>,
+    /// The records (each one's row in its drop, and its codes).
+    records: &'a super::link::Records,
+    /// The attribute columns of nationality and sex.
+    nationality: Option<usize>,
+    sex: Option<usize>,
+}
+
 /// The encodings of `records` (read from a store's `drops`, as
 /// [`super::input::read_records`] read them), in the records' order; `None`
-/// when no drop carries encodings (every drop of format 1).
-pub fn encodings_of(
+/// when no drop carries encodings (every drop of format 1). Only the
+/// drops' footers are read here.
+pub fn encodings_of<'a>(
     store: &crate::store::Store,
     drops: &[&super::input::InputDrop],
-    records: &super::link::Records,
+    records: &'a super::link::Records,
     attrs: &[super::input::Attr],
-) -> Result<Option<Encodings>> {
+) -> Result<Option<DropEncodings<'a>>> {
     let path_of: FxHashMap<u32, std::path::PathBuf> = drops
         .iter()
         .map(|d| {
@@ -1167,58 +1675,259 @@ pub fn encodings_of(
             (d.ledger_seq as u32, path)
         })
         .collect();
-    // Whether any drop carries encodings (drops of format 1 do not): only
-    // the footers are read.
-    let encoded = drops
+    // Whether each drop carries encodings (drops of format 1 do not).
+    let encoded: FxHashMap<u32, bool> = drops
         .par_iter()
-        .map(|d| has_encodings(&path_of[&(d.ledger_seq as u32)]))
-        .collect::<Result<Vec<bool>>>()?;
-    if !encoded.contains(&true) {
+        .map(|d| {
+            let seq = d.ledger_seq as u32;
+            Ok((seq, has_encodings(&path_of[&seq])?))
+        })
+        .collect::<Result<_>>()?;
+    if !encoded.values().any(|&e| e) {
         return Ok(None);
     }
-    let attr = |name: &str| attrs.iter().position(|a| a.name == name);
-    let (nat, sex) = (attr("nationality"), attr("sex"));
-    let n = records.len();
-    let mut enc = Encodings {
-        name: Vec::with_capacity(n * NAME_LEN),
-        dob: Vec::with_capacity(n * DOB_LEN),
-        passport: Vec::with_capacity(n * PASSPORT_LEN),
-        ..Encodings::new()
-    };
-    // The records come drop by drop: runs of one drop. A few drops at a
-    // time are read (in parallel) and copied in, then freed, so the
-    // form's encodings are never held twice. (A drop whose records came in
-    // two runs would be read twice: the same result, more slowly.)
-    let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+    let mut runs: Vec<(Option<std::path::PathBuf>, usize, usize)> = Vec::new();
+    let mut last = None;
     for (i, &seq) in records.drop_seq.iter().enumerate() {
         match runs.last_mut() {
-            Some(r) if r.0 == seq => r.2 = i + 1,
-            _ => runs.push((seq, i, i + 1)),
-        }
-    }
-    for group in runs.chunks(2 * rayon::current_num_threads()) {
-        let read = group
-            .par_iter()
-            .map(|&(seq, _, _)| match path_of.get(&seq) {
-                Some(path) => read_drop_encodings(path),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<Option<Encodings>>>>()?;
-        for (&(_, from, to), e) in group.iter().zip(&read) {
-            for i in from..to {
-                let row = records.row(i);
-                let nationality = nat.map_or(0, |a| row[a] as u16);
-                let sex = sex.map_or(0, |a| row[a]);
-                match e {
-                    Some(e) if (records.pos[i] as usize) < e.len() => {
-                        enc.push_from(e, records.pos[i] as usize, nationality, sex)
-                    }
-                    _ => enc.push_none(nationality, sex),
-                }
+            Some(r) if last == Some(seq) => r.2 = i + 1,
+            _ => {
+                let path = path_of
+                    .get(&seq)
+                    .filter(|_| encoded.get(&seq) == Some(&true));
+                runs.push((path.cloned(), i, i + 1));
+                last = Some(seq);
             }
         }
     }
-    Ok(Some(enc))
+    let attr = |name: &str| attrs.iter().position(|a| a.name == name);
+    Ok(Some(DropEncodings {
+        runs,
+        records,
+        nationality: attr("nationality"),
+        sex: attr("sex"),
+    }))
+}
+
+/// The fixed-size encoding columns of one drop, batch by batch.
+struct DropFilters {
+    /// Each batch's first row, and its name, date-of-birth and passport
+    /// filters and name keys.
+    batches: Vec<(usize, [FixedSizeBinaryArray; 4])>,
+    rows: usize,
+}
+
+impl DropFilters {
+    fn read(path: &Path) -> Result<DropFilters> {
+        let bad = |reason: String| Error::BadDrop {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut out = DropFilters {
+            batches: Vec::new(),
+            rows: 0,
+        };
+        for batch in read_columns(path, &crate::drop::ENCODING_COLUMNS[..4])? {
+            let column = |name: &str, len: usize| -> Result<FixedSizeBinaryArray> {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+                    .filter(|a| a.value_length() as usize == len)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("{name} has the wrong type")))
+            };
+            let columns = [
+                column("enc_name", NAME_LEN)?,
+                column("enc_dob", DOB_LEN)?,
+                column("enc_passport", PASSPORT_LEN)?,
+                column("name_key", 8)?,
+            ];
+            out.batches.push((out.rows, columns));
+            out.rows += batch.num_rows();
+        }
+        Ok(out)
+    }
+
+    /// Row `row`'s name, date-of-birth and passport filters and name key.
+    fn row(&self, row: usize) -> [Option<&[u8]>; 4] {
+        let b = self.batches.partition_point(|&(start, _)| start <= row) - 1;
+        let (start, columns) = &self.batches[b];
+        let i = row - start;
+        columns
+            .each_ref()
+            .map(|c| c.is_valid(i).then(|| c.value(i)))
+    }
+}
+
+/// The batches of columns `columns` of a drop of format 2 or later.
+fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<arrow_array::RecordBatch>> {
+    let bad = |reason: String| Error::BadDrop {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (builder, _) = open_drop(path)?;
+    let indices = columns
+        .iter()
+        .map(|c| builder.schema().index_of(c))
+        .collect::<std::result::Result<Vec<usize>, _>>()
+        .map_err(|_| bad("an encoding column is missing".into()))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| bad(format!("cannot read ({e})")))?;
+    reader
+        .map(|b| b.map_err(|e| bad(format!("damaged data ({e})"))))
+        .collect()
+}
+
+impl DropEncodings<'_> {
+    /// The runs that overlap `from..to` and have a record that `wanted`
+    /// holds, in groups of a few drops: each group is read in parallel
+    /// with `read`, then handed to `take` run by run.
+    fn each_drop<T: Send>(
+        &self,
+        from: usize,
+        to: usize,
+        wanted: impl Fn(usize) -> bool,
+        read: impl Fn(&Path) -> Result<T> + Sync,
+        mut take: impl FnMut(std::ops::Range<usize>, Option<&T>) -> Result<()>,
+    ) -> Result<()> {
+        let runs: Vec<_> = self
+            .runs
+            .iter()
+            .map(|(p, s, e)| (p, *s.max(&from), *e.min(&to)))
+            .filter(|&(_, s, e)| s < e && (s..e).any(&wanted))
+            .collect();
+        for group in runs.chunks(2 * rayon::current_num_threads()) {
+            let read = group
+                .par_iter()
+                .map(|(p, _, _)| p.as_ref().map(|p| read(p)).transpose())
+                .collect::<Result<Vec<Option<T>>>>()?;
+            for (&(_, s, e), r) in group.iter().zip(&read) {
+                take(s..e, r.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for DropEncodings<'_> {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn boundary(&self, i: usize) -> usize {
+        let r = self.runs.partition_point(|&(_, s, _)| s < i);
+        self.runs.get(r).map_or(self.len(), |&(_, s, _)| s)
+    }
+
+    fn read(
+        &self,
+        from: usize,
+        to: usize,
+        keep: &(dyn Fn(usize) -> bool + Sync),
+        mut light: Option<&mut Light>,
+        out: &mut Filters,
+    ) -> Result<()> {
+        out.reset(from, to);
+        let all = light.is_some();
+        if let Some(light) = light.as_deref_mut() {
+            for i in from..to {
+                let row = self.records.row(i);
+                light.nationality[i] = self.nationality.map_or(0, |a| u16::from(row[a]));
+                light.sex[i] = self.sex.map_or(0, |a| row[a]);
+            }
+        }
+        self.each_drop(
+            from,
+            to,
+            |i| all || keep(i),
+            DropFilters::read,
+            |run, drop| {
+                for i in run {
+                    let row = self.records.pos[i] as usize;
+                    let [name, dob, passport, name_key] = match drop {
+                        Some(d) if row < d.rows => d.row(row),
+                        _ => [None; 4],
+                    };
+                    if let Some(light) = light.as_deref_mut() {
+                        light.present[i] = u8::from(name.is_some())
+                            | u8::from(dob.is_some()) << 1
+                            | u8::from(passport.is_some()) << 2;
+                        light.name_key[i] = name_key
+                            .map_or(0, |k| u64::from_be_bytes(k.try_into().expect("8 bytes")));
+                    }
+                    if keep(i) {
+                        out.push(i, name, dob, passport);
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()> {
+        let read = |path: &Path| -> Result<(std::path::PathBuf, Vec<arrow_array::RecordBatch>)> {
+            Ok((path.to_path_buf(), read_columns(path, &["block_keys"])?))
+        };
+        let mut keys: Vec<u64> = Vec::new();
+        self.each_drop(
+            0,
+            self.len(),
+            |_| true,
+            read,
+            |run, drop| {
+                let Some((path, batches)) = drop else {
+                    return Ok(());
+                };
+                let mut columns = Vec::with_capacity(batches.len());
+                let mut starts = Vec::with_capacity(batches.len());
+                let mut rows = 0;
+                for b in batches {
+                    let c = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<BinaryArray>()
+                        .ok_or_else(|| Error::BadDrop {
+                            path: path.clone(),
+                            reason: "block_keys has the wrong type".into(),
+                        })?;
+                    columns.push(c);
+                    starts.push(rows);
+                    rows += b.num_rows();
+                }
+                for i in run {
+                    let row = self.records.pos[i] as usize;
+                    if row >= rows {
+                        continue;
+                    }
+                    let b = starts.partition_point(|&s| s <= row) - 1;
+                    let bytes = columns[b].value(row - starts[b]);
+                    if bytes.len() % 8 != 0 {
+                        return Err(Error::BadDrop {
+                            path: path.clone(),
+                            reason: format!(
+                                "row {}: block_keys is not a whole number of 8-byte keys",
+                                row + 1
+                            ),
+                        });
+                    }
+                    keys.clear();
+                    keys.extend(
+                        bytes
+                            .chunks_exact(8)
+                            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+                            .filter(|&k| in_part(k, part)),
+                    );
+                    keys.sort_unstable();
+                    keys.dedup();
+                    out.extend(keys.iter().map(|&k| (k, 0, i as u32)));
+                }
+                Ok(())
+            },
+        )
+    }
 }
 
 /// Whether a drop file has the encoding columns (format 2 and later):
@@ -1385,6 +2094,60 @@ mod tests {
         // within 0.0004).
         let (hardened, plain) = (right_by_flip[0], right_by_flip[1]);
         assert!(hardened * 100 >= plain * 85, "{hardened} against {plain}");
+    }
+
+    #[test]
+    fn range_against_range_finds_what_one_pass_finds() {
+        let (enc, _, kp, kn) = people(2000, 300, 5, NAME_FLIP);
+        let one = fuzzy_links(&kp, &kn, &enc, &Params::default());
+        assert!(one.accepted.len() >= 200);
+        // Budgets of 1, 7 and 300 records' filters (two ranges at a time).
+        for records in [2, 14, 600] {
+            let params = Params {
+                filter_budget: records * FILTER_BYTES,
+                ..Params::default()
+            };
+            let ranged = fuzzy_links_from(&kp, &kn, &enc, &params).unwrap();
+            assert!(ranged.ranges > 1, "{} ranges", ranged.ranges);
+            assert_eq!(ranged.accepted, one.accepted);
+            assert_eq!(ranged.refused, one.refused);
+            assert_eq!(
+                serde_json::to_value(&ranged.report).unwrap(),
+                serde_json::to_value(&one.report).unwrap()
+            );
+        }
+        assert_eq!(one.ranges, 1);
+    }
+
+    #[test]
+    fn ranges_cover_the_records_at_boundaries_with_their_share_to_read() {
+        let needed: Vec<bool> = (0..100).map(|i| i % 3 != 0).collect();
+        let count = |r: &Range<u32>| (r.start..r.end).filter(|&i| needed[i as usize]).count();
+        // Anywhere a boundary: ranges of exactly 10, the last of 6.
+        let rs = ranges(&needed, 0, 10, |i| i);
+        assert_eq!(
+            rs.iter().map(count).collect::<Vec<_>>(),
+            [10, 10, 10, 10, 10, 10, 6]
+        );
+        // Drops of 7 records: each range ends at a drop's end, holding at
+        // least 10 and less than 10 plus a drop.
+        for from in [0, 5, 40] {
+            let rs = ranges(&needed, from, 10, |i| i.div_ceil(7) * 7);
+            assert_eq!(rs.first().unwrap().start as usize, from);
+            assert_eq!(rs.last().unwrap().end, 100);
+            for w in rs.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!(w[0].end % 7, 0);
+                assert!((10..17).contains(&count(&w[0])), "{rs:?}");
+            }
+            assert_eq!(
+                rs.iter().map(count).sum::<usize>(),
+                (from..100).filter(|&i| needed[i]).count()
+            );
+        }
+        let none = ranges(&needed, 100, 10, |i| i);
+        assert_eq!(none.len(), 1);
+        assert_eq!((none[0].start, none[0].end), (100, 100));
     }
 
     #[test]

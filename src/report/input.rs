@@ -178,9 +178,9 @@ pub async fn records_frame(
     Ok(frame)
 }
 
-/// With `SAFETALLY_TRACE` set, prints a stage's wall time and the
-/// process's CPU time so far to stderr (for profiling; times and counts
-/// only).
+/// With `SAFETALLY_TRACE` set, prints a stage's wall time, the process's
+/// CPU time so far and its resident memory (now and at its peak) to stderr
+/// (for profiling; times and counts only).
 pub fn trace(stage: &str, since: std::time::Instant) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if !*ON.get_or_init(|| std::env::var_os("SAFETALLY_TRACE").is_some()) {
@@ -200,8 +200,25 @@ pub fn trace(stage: &str, since: std::time::Instant) {
             (f.len() == 2).then(|| (f[0] + f[1]) as f64 / 100.0)
         })
         .unwrap_or(0.0);
+    // Resident memory now and at its highest so far (Linux), in MiB.
+    let memory = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .map(|s| {
+            let kib = |field: &str| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            format!(
+                ", memory {} MiB, peak {} MiB",
+                kib("VmRSS:") >> 10,
+                kib("VmHWM:") >> 10
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
-        "trace: {stage}: {:.3} s (process CPU so far {cpu:.2} s)",
+        "trace: {stage}: {:.3} s (process CPU so far {cpu:.2} s{memory})",
         since.elapsed().as_secs_f64()
     );
 }
@@ -859,9 +876,16 @@ pub async fn link_form(
     } else {
         None
     };
-    let fuzzy = encodings.map(|enc| {
-        super::fuzzy::fuzzy_links(&records.key_passport, &records.key_name_dob, &enc, params)
-    });
+    let fuzzy = encodings
+        .map(|enc| {
+            super::fuzzy::fuzzy_links_from(
+                &records.key_passport,
+                &records.key_name_dob,
+                &enc,
+                params,
+            )
+        })
+        .transpose()?;
     let mut traced = with_trace.then(|| {
         let (p, nd) = (shared(&records.key_passport), shared(&records.key_name_dob));
         Trace {
@@ -918,6 +942,7 @@ pub async fn register_form(
     drops: &[InputDrop],
     form: Form,
     fuzzy_linkage: bool,
+    params: &super::fuzzy::Params,
     with_records: bool,
 ) -> Result<LinkStats> {
     let attrs = attributes(form);
@@ -929,9 +954,8 @@ pub async fn register_form(
     };
     trace(&format!("{form}: plan the records view"), t);
     let form_drops: Vec<&InputDrop> = drops.iter().filter(|d| d.form == form.code()).collect();
-    let params = super::fuzzy::Params::default();
     let (persons, stats, _) =
-        link_form(store, &form_drops, form, fuzzy_linkage, &params, false).await?;
+        link_form(store, &form_drops, form, fuzzy_linkage, params, false).await?;
     let t = std::time::Instant::now();
     let partitions = ctx.copied_config().target_partitions().max(1);
     let chunk = (persons.len() / partitions).clamp(8192, 1 << 20);

@@ -505,7 +505,7 @@ impl KeyOrder {
 /// after the Regions sort of Obeya et al.) on as many threads as the pool
 /// has, about twice as fast as rayon's comparison sort here. Below that,
 /// and inside a pool's task (whose threads are busy), the comparison sort.
-fn sort_words(words: &mut [u64]) {
+pub(crate) fn sort_words(words: &mut [u64]) {
     let threads = rayon::current_num_threads();
     if words.len() >= 1 << 20 && threads > 1 && rayon::current_thread_index().is_none() {
         voracious_radix_sort::peeka_sort(words, 8, 500_000, threads);

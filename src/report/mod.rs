@@ -56,6 +56,11 @@ pub struct Config {
     /// exact keys (docs/linkage.md, "Links that survive typos"); on by
     /// default. `false`: exact keys alone, and no model is fitted.
     pub fuzzy_linkage: bool,
+    /// Memory for the encodings fuzzy linkage compares, in MiB (default
+    /// 512): a form whose records' encodings need more is compared one
+    /// range of records against another, reading each range from the drops
+    /// again (slower, the same links; docs/linkage.md, "Memory").
+    pub fuzzy_memory_mib: u64,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             queries: None,
             rounding_base: None,
             fuzzy_linkage: true,
+            fuzzy_memory_mib: (fuzzy::FILTER_BUDGET >> 20) as u64,
         }
     }
 }
@@ -97,6 +103,12 @@ impl Config {
                 path.display()
             )));
         }
+        if c.fuzzy_memory_mib < 16 {
+            return Err(Error::Usage(format!(
+                "{}: fuzzy_memory_mib must be at least 16",
+                path.display()
+            )));
+        }
         if c.rounding_base.is_some_and(|b| b < 2) {
             return Err(Error::Usage(format!(
                 "{}: rounding_base must be at least 2 (or left out)",
@@ -109,6 +121,14 @@ impl Config {
             c.queries = Some(path.parent().unwrap_or(Path::new(".")).join(q));
         }
         Ok(c)
+    }
+
+    /// The settings of fuzzy linkage.
+    pub fn fuzzy_params(&self) -> fuzzy::Params {
+        fuzzy::Params {
+            filter_budget: usize::try_from(self.fuzzy_memory_mib << 20).unwrap_or(usize::MAX),
+            ..fuzzy::Params::default()
+        }
     }
 
     /// The thresholds part.
@@ -246,8 +266,7 @@ pub fn build(store: &Store, from: Period, to: Period, config: Config) -> Result<
         .build()
         .map_err(|e| Error::io("cannot start the query engine", e))?;
     let t = std::time::Instant::now();
-    let (linkage, mut tables) =
-        runtime.block_on(run(store, &inputs, &specs, from, to, config.fuzzy_linkage))?;
+    let (linkage, mut tables) = runtime.block_on(run(store, &inputs, &specs, from, to, &config))?;
     input::trace("read, link and count", t);
     let t0 = std::time::Instant::now();
     let t = config.thresholds();
@@ -367,9 +386,10 @@ async fn run(
     specs: &[QuerySpec],
     from: Period,
     to: Period,
-    fuzzy: bool,
+    config: &Config,
 ) -> Result<(Vec<(Form, LinkStats)>, Vec<Table>)> {
     let ctx = session();
+    let (fuzzy, params) = (config.fuzzy_linkage, config.fuzzy_params());
     let mut linkage = Vec::new();
     for form in Form::ALL {
         // A form's records view is planned only for the queries that read
@@ -380,7 +400,7 @@ async fn run(
             .any(|s| s.sql.to_ascii_lowercase().contains(&view));
         linkage.push((
             form,
-            input::register_form(&ctx, store, inputs, form, fuzzy, with_records).await?,
+            input::register_form(&ctx, store, inputs, form, fuzzy, &params, with_records).await?,
         ));
     }
     let months = months(from, to);
