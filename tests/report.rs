@@ -609,3 +609,26 @@ fn rounding_to_base_5_is_applied_to_every_published_count_and_audited() {
         bad.stderr
     );
 }
+
+#[test]
+fn a_fuzzy_memory_budget_too_small_to_work_in_is_refused_before_anything_is_written() {
+    let f = Fleet::new();
+    let jan = persons("Jan", "2018-01", 22, "pending");
+    f.drop_of(Form::Screening, "NGO01", "2018-01", "j", &jan);
+    f.w.run(&["store", "init", "store"]).ok();
+    f.w.run(&["ingest", "--store", "store", "made/j"]).ok();
+    f.w.write("small.toml", "fuzzy_memory_mib = 8\n");
+    let bad = report(&f, "r", &["--config", "small.toml"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("fuzzy_memory_mib must be at least 16"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!f.w.path("r").exists());
+    // The smallest budget works (the records are compared range by range:
+    // tests/linkage.rs shows the links are the same).
+    f.w.write("least.toml", "fuzzy_memory_mib = 16\n");
+    report(&f, "r", &["--config", "least.toml"]).ok();
+    assert!(f.w.path("r").join("summary.json").exists());
+}

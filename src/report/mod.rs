@@ -103,10 +103,11 @@ impl Config {
                 path.display()
             )));
         }
-        if c.fuzzy_memory_mib < 16 {
+        if !(16..=1 << 30).contains(&c.fuzzy_memory_mib) {
             return Err(Error::Usage(format!(
-                "{}: fuzzy_memory_mib must be at least 16",
-                path.display()
+                "{}: fuzzy_memory_mib must be at least 16 (MiB; the default is {})",
+                path.display(),
+                fuzzy::FILTER_BUDGET >> 20
             )));
         }
         if c.rounding_base.is_some_and(|b| b < 2) {
@@ -126,7 +127,8 @@ impl Config {
     /// The settings of fuzzy linkage.
     pub fn fuzzy_params(&self) -> fuzzy::Params {
         fuzzy::Params {
-            filter_budget: usize::try_from(self.fuzzy_memory_mib << 20).unwrap_or(usize::MAX),
+            filter_budget: usize::try_from(self.fuzzy_memory_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             ..fuzzy::Params::default()
         }
     }
