@@ -248,10 +248,16 @@ pub struct Filters {
     from: usize,
     /// Per record of the range, its place here (`u32::MAX`: not read).
     slot: Vec<u32>,
-    name: Vec<u8>,
-    dob: Vec<u8>,
-    passport: Vec<u8>,
+    /// Per record read, [`STRIDE`] bytes: its name, date-of-birth and
+    /// passport filters, then which it has, its sex and its nationality
+    /// (the last three from [`Filters::attach`]): what a comparison reads
+    /// of a record, in one place.
+    data: Vec<u8>,
 }
+
+/// Bytes a record read takes in [`Filters::data`].
+const STRIDE: usize = NAME_LEN + DOB_LEN + PASSPORT_LEN + 4;
+const CODES: usize = NAME_LEN + DOB_LEN + PASSPORT_LEN;
 
 impl Filters {
     /// Empties these filters for the range `from..to` (keeping their
@@ -260,9 +266,7 @@ impl Filters {
         self.from = from;
         self.slot.clear();
         self.slot.resize(to - from, u32::MAX);
-        self.name.clear();
-        self.dob.clear();
-        self.passport.clear();
+        self.data.clear();
     }
 
     /// Adds record `i`'s filters (zeros where it has none).
@@ -273,37 +277,55 @@ impl Filters {
         dob: Option<&[u8]>,
         passport: Option<&[u8]>,
     ) {
-        self.slot[i - self.from] = (self.name.len() / NAME_LEN) as u32;
-        for (f, out, len) in [
-            (name, &mut self.name, NAME_LEN),
-            (dob, &mut self.dob, DOB_LEN),
-            (passport, &mut self.passport, PASSPORT_LEN),
-        ] {
+        self.slot[i - self.from] = (self.data.len() / STRIDE) as u32;
+        for (f, len) in [(name, NAME_LEN), (dob, DOB_LEN), (passport, PASSPORT_LEN)] {
             match f {
-                Some(f) if f.len() == len => out.extend_from_slice(f),
-                _ => out.resize(out.len() + len, 0),
+                Some(f) if f.len() == len => self.data.extend_from_slice(f),
+                _ => self.data.resize(self.data.len() + len, 0),
+            }
+        }
+        self.data.resize(self.data.len() + (STRIDE - CODES), 0);
+    }
+
+    /// Writes each record's `light` codes beside its filters.
+    fn attach(&mut self, light: &Light) {
+        for (k, &s) in self.slot.iter().enumerate() {
+            if s != u32::MAX {
+                let i = self.from + k;
+                let at = s as usize * STRIDE + CODES;
+                let nat = light.nationality[i].to_le_bytes();
+                self.data[at..at + 4].copy_from_slice(&[
+                    light.present[i],
+                    light.sex[i],
+                    nat[0],
+                    nat[1],
+                ]);
             }
         }
     }
 
-    /// Record `i` as compared (it must have been read).
-    fn rec<'a>(&'a self, light: &Light, i: usize) -> Rec<'a> {
+    /// Record `i` as compared (it must have been read and attached).
+    fn rec(&self, i: usize) -> Rec<'_> {
         let s = self.slot[i - self.from] as usize;
         debug_assert!(s != u32::MAX as usize, "record {i} was not read");
+        let r = &self.data[s * STRIDE..(s + 1) * STRIDE];
+        let (name, rest) = r.split_at(NAME_LEN);
+        let (dob, rest) = rest.split_at(DOB_LEN);
+        let (passport, codes) = rest.split_at(PASSPORT_LEN);
         Rec {
-            present: light.present[i],
-            name: &self.name[s * NAME_LEN..(s + 1) * NAME_LEN],
-            dob: &self.dob[s * DOB_LEN..(s + 1) * DOB_LEN],
-            passport: &self.passport[s * PASSPORT_LEN..(s + 1) * PASSPORT_LEN],
-            nationality: light.nationality[i],
-            sex: light.sex[i],
+            present: codes[0],
+            name,
+            dob,
+            passport,
+            nationality: u16::from_le_bytes([codes[2], codes[3]]),
+            sex: codes[1],
         }
     }
 }
 
 /// Bytes a record's filters take when read (name, date of birth and
-/// passport filters, and its slot).
-pub const FILTER_BYTES: usize = NAME_LEN + DOB_LEN + PASSPORT_LEN + 4;
+/// passport filters, its codes, and its slot).
+pub const FILTER_BYTES: usize = STRIDE + 4;
 
 /// The filters fuzzy linkage holds at once by default: about 2.35 million
 /// records'. A form whose records' filters fit is read once and compared
@@ -934,18 +956,10 @@ fn labelled(keys: &[u128], present: &[u8], limit: usize) -> Vec<(u32, u32)> {
 }
 
 /// Pattern counts of `pairs`, read from `filters`.
-fn pattern_counts(
-    pairs: &[(u32, u32)],
-    filters: &Filters,
-    light: &Light,
-    name_flip: f64,
-) -> Vec<f64> {
+fn pattern_counts(pairs: &[(u32, u32)], filters: &Filters, name_flip: f64) -> Vec<f64> {
     let mut counts = vec![0f64; patterns()];
     for &(a, b) in pairs {
-        let (a, b) = (
-            filters.rec(light, a as usize),
-            filters.rec(light, b as usize),
-        );
+        let (a, b) = (filters.rec(a as usize), filters.rec(b as usize));
         counts[a.compare(b, name_flip).index()] += 1.0;
     }
     counts
@@ -1116,6 +1130,7 @@ pub fn fuzzy_links_from(
     let whole = n * FILTER_BYTES <= budget;
     let mut left = Filters::default();
     src.read(0, n, &|_| whole, Some(&mut light), &mut left)?;
+    left.attach(&light);
     super::input::trace("fuzzy: exact groups and read the encodings", t);
     let t = std::time::Instant::now();
     let mut report = FuzzyReport {
@@ -1161,12 +1176,13 @@ pub fn fuzzy_links_from(
                 wanted[b as usize] = true;
             }
             src.read(0, n, &|i| wanted[i], None, &mut some)?;
+            some.attach(&light);
             &some
         };
         (
-            pattern_counts(&random, filters, &light, params.name_flip),
-            pattern_counts(&passport_pairs, filters, &light, params.name_flip),
-            pattern_counts(&name_dob_pairs, filters, &light, params.name_flip),
+            pattern_counts(&random, filters, params.name_flip),
+            pattern_counts(&passport_pairs, filters, params.name_flip),
+            pattern_counts(&name_dob_pairs, filters, params.name_flip),
         )
     };
     drop((passport_pairs, name_dob_pairs));
@@ -1226,11 +1242,14 @@ pub fn fuzzy_links_from(
         .map(|p| log_ratio(Levels::of_index(p), &m, &u))
         .collect();
     let weight = |a: u32, b: u32, l: Levels| -> f32 {
-        let (ka, kb) = (name_id[a as usize], name_id[b as usize]);
-        let same_name = params.name_frequency && l.0[0] == 0 && ka == kb && ka != 0;
+        // The names' numbers are looked up only for names that agree.
+        let same_name = params.name_frequency && l.0[0] == 0 && {
+            let ka = name_id[a as usize];
+            ka != 0 && ka == name_id[b as usize]
+        };
         let w = weight_of[l.index()]
             + if same_name {
-                adjust(name_groups[ka as usize])
+                adjust(name_groups[name_id[a as usize] as usize])
             } else {
                 0.0
             };
@@ -1281,8 +1300,8 @@ pub fn fuzzy_links_from(
     // Scores a pair no exact key joins, `a` in `left` and `b` in `right`.
     let score = |left: &Filters, right: &Filters, acc: &mut Scan, a: u32, b: u32| {
         let l = left
-            .rec(&light, a as usize)
-            .compare(right.rec(&light, b as usize), params.name_flip);
+            .rec(a as usize)
+            .compare(right.rec(b as usize), params.name_flip);
         let w = weight(a, b, l);
         acc.bins[weight_bin(w)] += 1;
         acc.histogram[((w / 2.0).floor() as i64 + 128).clamp(0, 255) as usize] += 1;
@@ -1397,6 +1416,7 @@ pub fn fuzzy_links_from(
             super::link::sort_words(&mut words);
             let r0 = std::time::Instant::now();
             src.read(l.start as usize, l.end as usize, &keep, None, &mut left)?;
+            left.attach(&light);
             (reading, reads) = (reading + r0.elapsed(), reads + 1);
             let second = |w: &u64| (w >> 32) as u32;
             let score_all = |words: &[u64], right: &Filters| {
@@ -1418,6 +1438,7 @@ pub fn fuzzy_links_from(
                 }
                 let r0 = std::time::Instant::now();
                 src.read(r.start as usize, r.end as usize, &keep, None, &mut right)?;
+                right.attach(&light);
                 (reading, reads) = (reading + r0.elapsed(), reads + 1);
                 scan = scan.merge(score_all(&rest[..here], &right));
                 rest = &rest[here..];
