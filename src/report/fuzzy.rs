@@ -327,7 +327,7 @@ impl Filters {
 /// passport filters, its codes, and its slot).
 pub const FILTER_BYTES: usize = STRIDE + 4;
 
-/// The filters fuzzy linkage holds at once by default: about 2.35 million
+/// The filters fuzzy linkage holds at once by default: about 2.3 million
 /// records'. A form whose records' filters fit is read once and compared
 /// in one pass; a larger one is compared one range of records at a time
 /// against itself and every later record, those read again from the drops
