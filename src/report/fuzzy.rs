@@ -249,15 +249,13 @@ pub struct Filters {
     /// Per record of the range, its place here (`u32::MAX`: not read).
     slot: Vec<u32>,
     /// Per record read, [`STRIDE`] bytes: its name, date-of-birth and
-    /// passport filters, then which it has, its sex and its nationality
-    /// (the last three from [`Filters::attach`]): what a comparison reads
-    /// of a record, in one place.
+    /// passport filters, then which it has, its sex and its nationality:
+    /// what a comparison reads of a record, in one place.
     data: Vec<u8>,
 }
 
 /// Bytes a record read takes in [`Filters::data`].
 const STRIDE: usize = NAME_LEN + DOB_LEN + PASSPORT_LEN + 4;
-const CODES: usize = NAME_LEN + DOB_LEN + PASSPORT_LEN;
 
 impl Filters {
     /// Empties these filters for the range `from..to` (keeping their
@@ -269,13 +267,16 @@ impl Filters {
         self.data.clear();
     }
 
-    /// Adds record `i`'s filters (zeros where it has none).
+    /// Adds record `i`'s filters (zeros where it has none) and its codes:
+    /// which encodings it has ([`Encodings::present`]), its nationality
+    /// and its sex.
     pub fn push(
         &mut self,
         i: usize,
         name: Option<&[u8]>,
         dob: Option<&[u8]>,
         passport: Option<&[u8]>,
+        (present, nationality, sex): (u8, u16, u8),
     ) {
         self.slot[i - self.from] = (self.data.len() / STRIDE) as u32;
         for (f, len) in [(name, NAME_LEN), (dob, DOB_LEN), (passport, PASSPORT_LEN)] {
@@ -284,27 +285,11 @@ impl Filters {
                 _ => self.data.resize(self.data.len() + len, 0),
             }
         }
-        self.data.resize(self.data.len() + (STRIDE - CODES), 0);
+        let [n0, n1] = nationality.to_le_bytes();
+        self.data.extend_from_slice(&[present, sex, n0, n1]);
     }
 
-    /// Writes each record's `light` codes beside its filters.
-    fn attach(&mut self, light: &Light) {
-        for (k, &s) in self.slot.iter().enumerate() {
-            if s != u32::MAX {
-                let i = self.from + k;
-                let at = s as usize * STRIDE + CODES;
-                let nat = light.nationality[i].to_le_bytes();
-                self.data[at..at + 4].copy_from_slice(&[
-                    light.present[i],
-                    light.sex[i],
-                    nat[0],
-                    nat[1],
-                ]);
-            }
-        }
-    }
-
-    /// Record `i` as compared (it must have been read and attached).
+    /// Record `i` as compared (it must have been read).
     fn rec(&self, i: usize) -> Rec<'_> {
         let s = self.slot[i - self.from] as usize;
         debug_assert!(s != u32::MAX as usize, "record {i} was not read");
@@ -391,7 +376,8 @@ impl Source for Encodings {
         out.reset(from, to);
         for i in (from..to).filter(|&i| keep(i)) {
             let r = self.rec(i);
-            out.push(i, Some(r.name), Some(r.dob), Some(r.passport));
+            let codes = (r.present, r.nationality, r.sex);
+            out.push(i, Some(r.name), Some(r.dob), Some(r.passport), codes);
         }
         if let Some(light) = light {
             for i in from..to {
@@ -1100,11 +1086,10 @@ pub fn fuzzy_links(
 
 /// Finds fuzzy links among the records of `src` ([`fuzzy_links`]),
 /// holding at most about `params.filter_budget` bytes of filters at once:
-/// when every
-/// record's filters fit, they are read once; otherwise the records are
-/// cut into ranges and each range is compared with itself and with every
-/// later range, two ranges read at a time. The links are the same either
-/// way.
+/// when every record's filters fit, they are read once and the blocks
+/// compared as they are found; otherwise the pairs to score are found
+/// first and scored a range of records at a time (docs/linkage.md,
+/// "Memory"). The links are the same either way.
 pub fn fuzzy_links_from(
     key_passport: &[u128],
     key_name_dob: &[u128],
@@ -1132,7 +1117,6 @@ pub fn fuzzy_links_from(
     let whole = n * FILTER_BYTES <= budget;
     let mut left = Filters::default();
     src.read(0, n, &|_| whole, Some(&mut light), &mut left)?;
-    left.attach(&light);
     super::input::trace("fuzzy: exact groups and read the encodings", t);
     let t = std::time::Instant::now();
     let mut report = FuzzyReport {
@@ -1178,7 +1162,6 @@ pub fn fuzzy_links_from(
                 wanted[b as usize] = true;
             }
             src.read(0, n, &|i| wanted[i], None, &mut some)?;
-            some.attach(&light);
             &some
         };
         (
@@ -1418,7 +1401,6 @@ pub fn fuzzy_links_from(
             super::link::sort_words(&mut words);
             let r0 = std::time::Instant::now();
             src.read(l.start as usize, l.end as usize, &keep, None, &mut left)?;
-            left.attach(&light);
             (reading, reads) = (reading + r0.elapsed(), reads + 1);
             let second = |w: &u64| (w >> 32) as u32;
             let score_all = |words: &[u64], right: &Filters| {
@@ -1440,7 +1422,6 @@ pub fn fuzzy_links_from(
                 }
                 let r0 = std::time::Instant::now();
                 src.read(r.start as usize, r.end as usize, &keep, None, &mut right)?;
-                right.attach(&light);
                 (reading, reads) = (reading + r0.elapsed(), reads + 1);
                 scan = scan.merge(score_all(&rest[..here], &right));
                 rest = &rest[here..];
@@ -1589,80 +1570,26 @@ fn ranges(
 /// Reads the encodings of one drop file, in file order (nationality and
 /// sex left unknown): `None` for a drop of format 1 (no encoding columns).
 pub fn read_drop_encodings(path: &Path) -> Result<Option<Encodings>> {
-    let bad = |reason: String| Error::BadDrop {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (builder, indices) = open_drop(path)?;
-    let Some(indices) = indices else {
+    let Some(drop) = DropColumns::read(path, true, true)? else {
         return Ok(None);
     };
-    let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| bad(format!("cannot read ({e})")))?;
-    let mut out = Encodings {
-        name: Vec::with_capacity(rows * NAME_LEN),
-        dob: Vec::with_capacity(rows * DOB_LEN),
-        passport: Vec::with_capacity(rows * PASSPORT_LEN),
-        name_key: Vec::with_capacity(rows),
-        present: Vec::with_capacity(rows),
-        blocks: Vec::with_capacity(rows * 8),
-        block_start: Vec::with_capacity(rows + 1),
-        nationality: Vec::with_capacity(rows),
-        sex: Vec::with_capacity(rows),
-    };
-    out.block_start.push(0);
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(format!("damaged data ({e})")))?;
-        let fixed = |name: &str, len: usize| -> Result<&FixedSizeBinaryArray> {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-                .filter(|a| a.value_length() as usize == len)
-                .ok_or_else(|| bad(format!("{name} has the wrong type")))
-        };
-        let (name, dob, passport, name_key) = (
-            fixed("enc_name", NAME_LEN)?,
-            fixed("enc_dob", DOB_LEN)?,
-            fixed("enc_passport", PASSPORT_LEN)?,
-            fixed("name_key", 8)?,
+    let mut out = Encodings::new();
+    let mut keys: Vec<u64> = Vec::new();
+    for row in 0..drop.rows {
+        let [name, dob, passport, name_key] = drop.filters(row);
+        keys.clear();
+        drop.keys(row, &mut keys)?;
+        keys.sort_unstable();
+        keys.dedup();
+        out.push(
+            name,
+            dob,
+            passport,
+            name_key.map(|k| u64::from_be_bytes(k.try_into().expect("8 bytes"))),
+            keys.iter().copied(),
+            0,
+            0,
         );
-        let blocks = batch
-            .column_by_name("block_keys")
-            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
-            .ok_or_else(|| bad("block_keys has the wrong type".into()))?;
-        let mut keys: Vec<u64> = Vec::new();
-        for i in 0..batch.num_rows() {
-            fn get(a: &FixedSizeBinaryArray, i: usize) -> Option<&[u8]> {
-                a.is_valid(i).then(|| a.value(i))
-            }
-            let b = blocks.value(i);
-            if b.len() % 8 != 0 {
-                return Err(bad(format!(
-                    "row {}: block_keys is not a whole number of 8-byte keys",
-                    out.len() + 1
-                )));
-            }
-            keys.clear();
-            keys.extend(
-                b.chunks_exact(8)
-                    .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))),
-            );
-            keys.sort_unstable();
-            keys.dedup();
-            out.push(
-                get(name, i),
-                get(dob, i),
-                get(passport, i),
-                get(name_key, i).map(|k| u64::from_be_bytes(k.try_into().expect("8 bytes"))),
-                keys.iter().copied(),
-                0,
-                0,
-            );
-        }
     }
     Ok(Some(out))
 }
@@ -1732,76 +1659,114 @@ pub fn encodings_of<'a>(
     }))
 }
 
-/// The fixed-size encoding columns of one drop, batch by batch.
-struct DropFilters {
-    /// Each batch's first row, and its name, date-of-birth and passport
-    /// filters and name keys.
-    batches: Vec<(usize, [FixedSizeBinaryArray; 4])>,
+/// The encoding columns of one drop, batch by batch: the fixed-size ones
+/// (name, date-of-birth and passport filters, name key) and the blocking
+/// keys, each when asked for.
+struct DropColumns {
+    path: std::path::PathBuf,
+    /// Each batch's first row.
+    starts: Vec<usize>,
+    fixed: Vec<[FixedSizeBinaryArray; 4]>,
+    keys: Vec<BinaryArray>,
     rows: usize,
 }
 
-impl DropFilters {
-    fn read(path: &Path) -> Result<DropFilters> {
+impl DropColumns {
+    /// Reads the fixed-size columns (`fixed`) and the blocking keys
+    /// (`keys`) of a drop; `None` for a drop of format 1.
+    fn read(path: &Path, fixed: bool, keys: bool) -> Result<Option<DropColumns>> {
         let bad = |reason: String| Error::BadDrop {
             path: path.to_path_buf(),
             reason,
         };
-        let mut out = DropFilters {
-            batches: Vec::new(),
+        let (builder, Some(indices)) = open_drop(path)? else {
+            return Ok(None);
+        };
+        // ENCODING_COLUMNS: the four fixed-size columns, then block_keys.
+        let wanted = indices
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| if c < 4 { fixed } else { keys })
+            .map(|(_, &i)| i);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| bad(format!("cannot read ({e})")))?;
+        let mut out = DropColumns {
+            path: path.to_path_buf(),
+            starts: Vec::new(),
+            fixed: Vec::new(),
+            keys: Vec::new(),
             rows: 0,
         };
-        for batch in read_columns(path, &crate::drop::ENCODING_COLUMNS[..4])? {
-            let column = |name: &str, len: usize| -> Result<FixedSizeBinaryArray> {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-                    .filter(|a| a.value_length() as usize == len)
-                    .cloned()
-                    .ok_or_else(|| bad(format!("{name} has the wrong type")))
-            };
-            let columns = [
-                column("enc_name", NAME_LEN)?,
-                column("enc_dob", DOB_LEN)?,
-                column("enc_passport", PASSPORT_LEN)?,
-                column("name_key", 8)?,
-            ];
-            out.batches.push((out.rows, columns));
+        for batch in reader {
+            let batch = batch.map_err(|e| bad(format!("damaged data ({e})")))?;
+            if fixed {
+                let column = |name: &str, len: usize| -> Result<FixedSizeBinaryArray> {
+                    batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+                        .filter(|a| a.value_length() as usize == len)
+                        .cloned()
+                        .ok_or_else(|| bad(format!("{name} has the wrong type")))
+                };
+                out.fixed.push([
+                    column("enc_name", NAME_LEN)?,
+                    column("enc_dob", DOB_LEN)?,
+                    column("enc_passport", PASSPORT_LEN)?,
+                    column("name_key", 8)?,
+                ]);
+            }
+            if keys {
+                out.keys.push(
+                    batch
+                        .column_by_name("block_keys")
+                        .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                        .cloned()
+                        .ok_or_else(|| bad("block_keys has the wrong type".into()))?,
+                );
+            }
+            out.starts.push(out.rows);
             out.rows += batch.num_rows();
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// The batch holding `row`, and the row's place in it.
+    fn at(&self, row: usize) -> (usize, usize) {
+        let b = self.starts.partition_point(|&start| start <= row) - 1;
+        (b, row - self.starts[b])
     }
 
     /// Row `row`'s name, date-of-birth and passport filters and name key.
-    fn row(&self, row: usize) -> [Option<&[u8]>; 4] {
-        let b = self.batches.partition_point(|&(start, _)| start <= row) - 1;
-        let (start, columns) = &self.batches[b];
-        let i = row - start;
-        columns
+    fn filters(&self, row: usize) -> [Option<&[u8]>; 4] {
+        let (b, i) = self.at(row);
+        self.fixed[b]
             .each_ref()
             .map(|c| c.is_valid(i).then(|| c.value(i)))
     }
-}
 
-/// The batches of columns `columns` of a drop of format 2 or later.
-fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<arrow_array::RecordBatch>> {
-    let bad = |reason: String| Error::BadDrop {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (builder, _) = open_drop(path)?;
-    let indices = columns
-        .iter()
-        .map(|c| builder.schema().index_of(c))
-        .collect::<std::result::Result<Vec<usize>, _>>()
-        .map_err(|_| bad("an encoding column is missing".into()))?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| bad(format!("cannot read ({e})")))?;
-    reader
-        .map(|b| b.map_err(|e| bad(format!("damaged data ({e})"))))
-        .collect()
+    /// Appends row `row`'s blocking keys to `out`.
+    fn keys(&self, row: usize, out: &mut Vec<u64>) -> Result<()> {
+        let (b, i) = self.at(row);
+        let bytes = self.keys[b].value(i);
+        if !bytes.len().is_multiple_of(8) {
+            return Err(Error::BadDrop {
+                path: self.path.clone(),
+                reason: format!(
+                    "row {}: block_keys is not a whole number of 8-byte keys",
+                    row + 1
+                ),
+            });
+        }
+        out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))),
+        );
+        Ok(())
+    }
 }
 
 impl DropEncodings<'_> {
@@ -1855,34 +1820,33 @@ impl Source for DropEncodings<'_> {
     ) -> Result<()> {
         out.reset(from, to);
         let all = light.is_some();
-        if let Some(light) = light.as_deref_mut() {
-            for i in from..to {
-                let row = self.records.row(i);
-                light.nationality[i] = self.nationality.map_or(0, |a| u16::from(row[a]));
-                light.sex[i] = self.sex.map_or(0, |a| row[a]);
-            }
-        }
         self.each_drop(
             from,
             to,
             |i| all || keep(i),
-            DropFilters::read,
+            |path| DropColumns::read(path, true, false),
             |run, drop| {
                 for i in run {
                     let row = self.records.pos[i] as usize;
                     let [name, dob, passport, name_key] = match drop {
-                        Some(d) if row < d.rows => d.row(row),
+                        Some(Some(d)) if row < d.rows => d.filters(row),
                         _ => [None; 4],
                     };
+                    let present = u8::from(name.is_some())
+                        | u8::from(dob.is_some()) << 1
+                        | u8::from(passport.is_some()) << 2;
+                    let codes = self.records.row(i);
+                    let nationality = self.nationality.map_or(0, |a| u16::from(codes[a]));
+                    let sex = self.sex.map_or(0, |a| codes[a]);
                     if let Some(light) = light.as_deref_mut() {
-                        light.present[i] = u8::from(name.is_some())
-                            | u8::from(dob.is_some()) << 1
-                            | u8::from(passport.is_some()) << 2;
+                        light.present[i] = present;
                         light.name_key[i] = name_key
                             .map_or(0, |k| u64::from_be_bytes(k.try_into().expect("8 bytes")));
+                        light.nationality[i] = nationality;
+                        light.sex[i] = sex;
                     }
                     if keep(i) {
-                        out.push(i, name, dob, passport);
+                        out.push(i, name, dob, passport, (present, nationality, sex));
                     }
                 }
                 Ok(())
@@ -1891,58 +1855,24 @@ impl Source for DropEncodings<'_> {
     }
 
     fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()> {
-        let read = |path: &Path| -> Result<(std::path::PathBuf, Vec<arrow_array::RecordBatch>)> {
-            Ok((path.to_path_buf(), read_columns(path, &["block_keys"])?))
-        };
         let mut keys: Vec<u64> = Vec::new();
         self.each_drop(
             0,
             self.len(),
             |_| true,
-            read,
+            |path| DropColumns::read(path, false, true),
             |run, drop| {
-                let Some((path, batches)) = drop else {
+                let Some(Some(drop)) = drop else {
                     return Ok(());
                 };
-                let mut columns = Vec::with_capacity(batches.len());
-                let mut starts = Vec::with_capacity(batches.len());
-                let mut rows = 0;
-                for b in batches {
-                    let c = b
-                        .column(0)
-                        .as_any()
-                        .downcast_ref::<BinaryArray>()
-                        .ok_or_else(|| Error::BadDrop {
-                            path: path.clone(),
-                            reason: "block_keys has the wrong type".into(),
-                        })?;
-                    columns.push(c);
-                    starts.push(rows);
-                    rows += b.num_rows();
-                }
                 for i in run {
                     let row = self.records.pos[i] as usize;
-                    if row >= rows {
+                    if row >= drop.rows {
                         continue;
                     }
-                    let b = starts.partition_point(|&s| s <= row) - 1;
-                    let bytes = columns[b].value(row - starts[b]);
-                    if bytes.len() % 8 != 0 {
-                        return Err(Error::BadDrop {
-                            path: path.clone(),
-                            reason: format!(
-                                "row {}: block_keys is not a whole number of 8-byte keys",
-                                row + 1
-                            ),
-                        });
-                    }
                     keys.clear();
-                    keys.extend(
-                        bytes
-                            .chunks_exact(8)
-                            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-                            .filter(|&k| in_part(k, part)),
-                    );
+                    drop.keys(row, &mut keys)?;
+                    keys.retain(|&k| in_part(k, part));
                     keys.sort_unstable();
                     keys.dedup();
                     out.extend(keys.iter().map(|&k| (k, 0, i as u32)));
