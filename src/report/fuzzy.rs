@@ -267,26 +267,20 @@ impl Filters {
         self.data.clear();
     }
 
-    /// Adds record `i`'s filters (zeros where it has none) and its codes:
-    /// which encodings it has ([`Encodings::present`]), its nationality
-    /// and its sex.
+    /// Adds record `i`'s filters (zeros where it has none) and its codes
+    /// ([`write_rec`]).
     pub fn push(
         &mut self,
         i: usize,
         name: Option<&[u8]>,
         dob: Option<&[u8]>,
         passport: Option<&[u8]>,
-        (present, nationality, sex): (u8, u16, u8),
+        codes: Codes,
     ) {
-        self.slot[i - self.from] = (self.data.len() / STRIDE) as u32;
-        for (f, len) in [(name, NAME_LEN), (dob, DOB_LEN), (passport, PASSPORT_LEN)] {
-            match f {
-                Some(f) if f.len() == len => self.data.extend_from_slice(f),
-                _ => self.data.resize(self.data.len() + len, 0),
-            }
-        }
-        let [n0, n1] = nationality.to_le_bytes();
-        self.data.extend_from_slice(&[present, sex, n0, n1]);
+        let at = self.data.len();
+        self.slot[i - self.from] = (at / STRIDE) as u32;
+        self.data.resize(at + STRIDE, 0);
+        write_rec(&mut self.data[at..], [name, dob, passport], codes);
     }
 
     /// Asks the processor to fetch record `i`'s place and bytes ahead of
@@ -323,6 +317,25 @@ impl Filters {
             sex: codes[1],
         }
     }
+}
+
+/// A record's codes: which encodings it has ([`Encodings::present`]), its
+/// nationality and its sex.
+type Codes = (u8, u16, u8);
+
+/// Writes a record's name, date-of-birth and passport filters (zeros where
+/// it has none) and its codes into `out` ([`STRIDE`] bytes).
+fn write_rec(out: &mut [u8], filters: [Option<&[u8]>; 3], (present, nationality, sex): Codes) {
+    let mut at = 0;
+    for (f, len) in filters.into_iter().zip([NAME_LEN, DOB_LEN, PASSPORT_LEN]) {
+        match f {
+            Some(f) if f.len() == len => out[at..at + len].copy_from_slice(f),
+            _ => out[at..at + len].fill(0),
+        }
+        at += len;
+    }
+    let [n0, n1] = nationality.to_le_bytes();
+    out[at..at + 4].copy_from_slice(&[present, sex, n0, n1]);
 }
 
 /// Asks the processor to bring `s[i]` into its cache, when it is there to
@@ -379,10 +392,10 @@ pub trait Source: Sync {
         out: &mut Filters,
     ) -> Result<()>;
 
-    /// Appends `(key, 0, record)` for every blocking key in part `part` of
+    /// Appends the [`entry`] of every blocking key in part `part` of
     /// the key space (its top bits; [`KEY_PARTS`] parts), each record's
     /// keys distinct.
-    fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()>;
+    fn block_keys(&self, part: u64, out: &mut Vec<u128>) -> Result<()>;
 
     /// The first record at or after `i` that begins a new read (a drop's
     /// first record): ranges cut there read no drop twice.
@@ -392,6 +405,13 @@ pub trait Source: Sync {
 }
 
 /// Whether blocking key `k` lies in part `part` of the key space.
+/// A blocking entry: key `k` of record `i`, in the high 64 bits and the low
+/// 32, with room between for the record's nationality and sex, so that
+/// entries sort by key, then nationality and sex, then record.
+fn entry(k: u64, i: usize) -> u128 {
+    u128::from(k) << 64 | i as u128
+}
+
 fn in_part(k: u64, part: u64) -> bool {
     k >> (64 - KEY_PARTS.trailing_zeros()) == part
 }
@@ -426,13 +446,13 @@ impl Source for Encodings {
         Ok(())
     }
 
-    fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()> {
+    fn block_keys(&self, part: u64, out: &mut Vec<u128>) -> Result<()> {
         for i in 0..Encodings::len(self) {
             out.extend(
                 self.blocks_of(i)
                     .iter()
                     .filter(|&&k| in_part(k, part))
-                    .map(|&k| (k, 0, i as u32)),
+                    .map(|&k| entry(k, i)),
             );
         }
         Ok(())
@@ -780,7 +800,7 @@ impl Blocks {
             src.block_keys(part, &mut entries)?;
             entries
                 .par_iter_mut()
-                .for_each(|e: &mut (u64, u32, u32)| e.1 = nat_sex(light, e.2));
+                .for_each(|e: &mut u128| *e |= u128::from(nat_sex(light, *e as u32)) << 32);
             blocks.add_part(max_block, &mut entries);
         }
         drop(entries);
@@ -814,12 +834,19 @@ impl Blocks {
 
     /// Finds the compared blocks among `entries` (key, nationality and
     /// sex, record).
-    fn add_part(&mut self, max_block: usize, entries: &mut [(u64, u32, u32)]) {
-        entries.par_sort_unstable();
+    fn add_part(&mut self, max_block: usize, entries: &mut [u128]) {
+        // Sorted by a parallel radix sort: the keys are uniformly random
+        // hashes, which the sort's first pass spreads evenly.
+        {
+            use voracious_radix_sort::RadixSort;
+            entries.voracious_mt_sort(rayon::current_num_threads());
+        }
+        let key = |e: u128| (e >> 64) as u64;
+        let nat_sex = |e: u128| (e >> 32) as u32;
         let mut runs: Vec<(u32, u32)> = Vec::new();
         let mut start = 0;
         for i in 1..=entries.len() {
-            if i < entries.len() && entries[i].0 == entries[start].0 {
+            if i < entries.len() && key(entries[i]) == key(entries[start]) {
                 continue;
             }
             let n = i - start;
@@ -832,7 +859,7 @@ impl Blocks {
                 let mut whole = true;
                 let mut s = start;
                 for j in start + 1..=i {
-                    if j < i && entries[j].1 == entries[s].1 {
+                    if j < i && nat_sex(entries[j]) == nat_sex(entries[s]) {
                         continue;
                     }
                     let m = j - s;
@@ -850,7 +877,7 @@ impl Blocks {
         for (s, e) in runs {
             let from = self.members.len() as u32;
             self.members
-                .extend(entries[s as usize..e as usize].iter().map(|&(_, _, r)| r));
+                .extend(entries[s as usize..e as usize].iter().map(|&e| e as u32));
             self.runs.push((from, self.members.len() as u32));
         }
     }
@@ -1526,6 +1553,12 @@ pub fn fuzzy_links_from(
                 if here == 0 {
                     continue;
                 }
+                // Only the records this range's pairs meet are kept.
+                let mut paired = vec![false; (r.end - r.start) as usize];
+                for &w in &rest[..here] {
+                    paired[second(&w) as usize - r.start as usize] = true;
+                }
+                let keep = |i: usize| paired[i - r.start as usize];
                 let r0 = std::time::Instant::now();
                 src.read(r.start as usize, r.end as usize, &keep, None, &mut right)?;
                 (reading, reads) = (reading + r0.elapsed(), reads + 1);
@@ -1881,14 +1914,15 @@ impl DropColumns {
 impl DropEncodings<'_> {
     /// The runs that overlap `from..to` and have a record that `wanted`
     /// holds, in groups of a few drops: each group is read in parallel
-    /// with `read`, then handed to `take` run by run.
-    fn each_drop<T: Send>(
+    /// with `read`, then handed to `take` whole (records and drop of each
+    /// run), so that it can take the runs in parallel too.
+    fn each_drop<T: Send + Sync>(
         &self,
         from: usize,
         to: usize,
         wanted: impl Fn(usize) -> bool,
         read: impl Fn(&Path) -> Result<T> + Sync,
-        mut take: impl FnMut(std::ops::Range<usize>, Option<&T>) -> Result<()>,
+        mut take: impl FnMut(&[(Range<usize>, Option<T>)]) -> Result<()>,
     ) -> Result<()> {
         let runs: Vec<_> = self
             .runs
@@ -1899,14 +1933,53 @@ impl DropEncodings<'_> {
         for group in runs.chunks(2 * rayon::current_num_threads()) {
             let read = group
                 .par_iter()
-                .map(|(p, _, _)| p.as_ref().map(|p| read(p)).transpose())
-                .collect::<Result<Vec<Option<T>>>>()?;
-            for (&(_, s, e), r) in group.iter().zip(&read) {
-                take(s..e, r.as_ref())?;
-            }
+                .map(|&(p, s, e)| Ok((s..e, p.as_ref().map(|p| read(p)).transpose()?)))
+                .collect::<Result<Vec<_>>>()?;
+            take(&read)?;
         }
         Ok(())
     }
+
+    /// The codes and filters of record `i` (in `drop`, when it has the
+    /// record's row): which encodings it has, its nationality and sex,
+    /// then its name, date-of-birth, passport and name-key columns.
+    fn record<'d>(
+        &self,
+        i: usize,
+        drop: Option<&'d DropColumns>,
+    ) -> (Codes, [Option<&'d [u8]>; 4]) {
+        let row = self.records.pos[i] as usize;
+        let filters = match drop {
+            Some(d) if row < d.rows => d.filters(row),
+            _ => [None; 4],
+        };
+        let present = u8::from(filters[0].is_some())
+            | u8::from(filters[1].is_some()) << 1
+            | u8::from(filters[2].is_some()) << 2;
+        let codes = self.records.row(i);
+        let nationality = self.nationality.map_or(0, |a| u16::from(codes[a]));
+        let sex = self.sex.map_or(0, |a| codes[a]);
+        ((present, nationality, sex), filters)
+    }
+}
+
+/// Splits `s`, whose first item is record `base`'s, into the pieces of the
+/// records of `runs` (ascending and apart), one a run.
+fn run_pieces<T>(
+    mut s: &mut [T],
+    base: usize,
+    runs: impl Iterator<Item = Range<usize>>,
+) -> Vec<&mut [T]> {
+    let mut at = base;
+    let mut out = Vec::new();
+    for r in runs {
+        let (_, rest) = std::mem::take(&mut s).split_at_mut(r.start - at);
+        let (piece, rest) = rest.split_at_mut(r.end - r.start);
+        out.push(piece);
+        s = rest;
+        at = r.end;
+    }
+    out
 }
 
 impl Source for DropEncodings<'_> {
@@ -1934,57 +2007,113 @@ impl Source for DropEncodings<'_> {
             to,
             |i| all || keep(i),
             |path| DropColumns::read(path, true, false),
-            |run, drop| {
-                for i in run {
-                    let row = self.records.pos[i] as usize;
-                    let [name, dob, passport, name_key] = match drop {
-                        Some(Some(d)) if row < d.rows => d.filters(row),
-                        _ => [None; 4],
-                    };
-                    let present = u8::from(name.is_some())
-                        | u8::from(dob.is_some()) << 1
-                        | u8::from(passport.is_some()) << 2;
-                    let codes = self.records.row(i);
-                    let nationality = self.nationality.map_or(0, |a| u16::from(codes[a]));
-                    let sex = self.sex.map_or(0, |a| codes[a]);
-                    if let Some(light) = light.as_deref_mut() {
-                        light.present[i] = present;
-                        light.name_key[i] = name_key
-                            .map_or(0, |k| u64::from_be_bytes(k.try_into().expect("8 bytes")));
-                        light.nationality[i] = nationality;
-                        light.sex[i] = sex;
-                    }
-                    if keep(i) {
-                        out.push(i, name, dob, passport, (present, nationality, sex));
-                    }
+            |group| {
+                // Each run's records kept are given their places first, so
+                // that the runs are taken in parallel, each into its own
+                // part of the filters (and of the light columns).
+                let kept: Vec<usize> = group
+                    .par_iter()
+                    .map(|(run, _)| run.clone().filter(|&i| keep(i)).count())
+                    .collect();
+                let first = out.data.len() / STRIDE;
+                out.data
+                    .resize((first + kept.iter().sum::<usize>()) * STRIDE, 0);
+                let mut data = Vec::new();
+                let mut rest = &mut out.data[first * STRIDE..];
+                for &k in &kept {
+                    let (piece, tail) = std::mem::take(&mut rest).split_at_mut(k * STRIDE);
+                    data.push(piece);
+                    rest = tail;
                 }
+                let runs = || group.iter().map(|(run, _)| run.clone());
+                let slots = run_pieces(&mut out.slot, from, runs());
+                let mut lights: Vec<Option<_>> = match light.as_deref_mut() {
+                    Some(l) => run_pieces(&mut l.present, 0, runs())
+                        .into_iter()
+                        .zip(run_pieces(&mut l.name_key, 0, runs()))
+                        .zip(run_pieces(&mut l.nationality, 0, runs()))
+                        .zip(run_pieces(&mut l.sex, 0, runs()))
+                        .map(Some)
+                        .collect(),
+                    None => group.iter().map(|_| None).collect(),
+                };
+                let mut at = first;
+                let starts: Vec<usize> = kept
+                    .iter()
+                    .map(|&k| {
+                        at += k;
+                        at - k
+                    })
+                    .collect();
+                group
+                    .par_iter()
+                    .zip(data)
+                    .zip(slots)
+                    .zip(lights.par_iter_mut())
+                    .zip(starts)
+                    .for_each(|((((run, data), slot), light), start)| {
+                        let (run, drop) = run;
+                        let mut next = 0;
+                        for (j, i) in run.clone().enumerate() {
+                            let (codes, [name, dob, passport, name_key]) =
+                                self.record(i, drop.as_ref().and_then(Option::as_ref));
+                            if let Some((((present, key), nationality), sex)) = light {
+                                present[j] = codes.0;
+                                key[j] = name_key.map_or(0, |k| {
+                                    u64::from_be_bytes(k.try_into().expect("8 bytes"))
+                                });
+                                nationality[j] = codes.1;
+                                sex[j] = codes.2;
+                            }
+                            if keep(i) {
+                                slot[j] = (start + next) as u32;
+                                write_rec(
+                                    &mut data[next * STRIDE..(next + 1) * STRIDE],
+                                    [name, dob, passport],
+                                    codes,
+                                );
+                                next += 1;
+                            }
+                        }
+                    });
                 Ok(())
             },
         )
     }
 
-    fn block_keys(&self, part: u64, out: &mut Vec<(u64, u32, u32)>) -> Result<()> {
-        let mut keys: Vec<u64> = Vec::new();
+    fn block_keys(&self, part: u64, out: &mut Vec<u128>) -> Result<()> {
         self.each_drop(
             0,
             self.len(),
             |_| true,
             |path| DropColumns::read(path, false, true),
-            |run, drop| {
-                let Some(Some(drop)) = drop else {
-                    return Ok(());
-                };
-                for i in run {
-                    let row = self.records.pos[i] as usize;
-                    if row >= drop.rows {
-                        continue;
-                    }
-                    keys.clear();
-                    drop.keys(row, &mut keys)?;
-                    keys.retain(|&k| in_part(k, part));
-                    keys.sort_unstable();
-                    keys.dedup();
-                    out.extend(keys.iter().map(|&k| (k, 0, i as u32)));
+            |group| {
+                // Parsed run by run in parallel, then gathered in order.
+                let parsed = group
+                    .par_iter()
+                    .map(|(run, drop)| {
+                        let mut entries = Vec::new();
+                        let Some(Some(drop)) = drop else {
+                            return Ok(entries);
+                        };
+                        let mut keys: Vec<u64> = Vec::new();
+                        for i in run.clone() {
+                            let row = self.records.pos[i] as usize;
+                            if row >= drop.rows {
+                                continue;
+                            }
+                            keys.clear();
+                            drop.keys(row, &mut keys)?;
+                            keys.retain(|&k| in_part(k, part));
+                            keys.sort_unstable();
+                            keys.dedup();
+                            entries.extend(keys.iter().map(|&k| entry(k, i)));
+                        }
+                        Ok(entries)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for entries in parsed {
+                    out.extend(entries);
                 }
                 Ok(())
             },
@@ -1992,8 +2121,6 @@ impl Source for DropEncodings<'_> {
     }
 }
 
-/// Whether a drop file has the encoding columns (format 2 and later):
-/// reads its footer only.
 fn has_encodings(path: &Path) -> Result<bool> {
     Ok(open_drop(path)?.1.is_some())
 }
