@@ -34,7 +34,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::link::{Forest, KeyOrder};
+use super::link::{AHEAD, Forest, KeyOrder, prefetch};
 use crate::error::{Error, Result};
 use crate::pseudonymise::encode::{
     DOB_BITS, DobAgreement, NAME_BITS, NAME_FLIP, PASSPORT_BITS, dice, dice_unflipped,
@@ -336,25 +336,6 @@ fn write_rec(out: &mut [u8], filters: [Option<&[u8]>; 3], (present, nationality,
     }
     let [n0, n1] = nationality.to_le_bytes();
     out[at..at + 4].copy_from_slice(&[present, sex, n0, n1]);
-}
-
-/// Asks the processor to bring `s[i]` into its cache, when it is there to
-/// bring. Comparing pairs of records scattered over hundreds of megabytes
-/// waits on memory, not on arithmetic (at 10 million records three loads
-/// in four that a comparison made missed the cache): fetching the records
-/// of the pairs a few pairs ahead lets those waits overlap.
-#[inline]
-fn prefetch<T>(s: &[T], i: usize) {
-    if i < s.len() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch only hints the cache; it reads nothing and
-        // cannot fault, whatever the address (this one is in `s`). SSE,
-        // which has the instruction, is part of every x86-64 processor.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(i).cast::<i8>());
-        }
-    }
 }
 
 /// Bytes a record's filters take when read (name, date of birth and
@@ -1197,8 +1178,21 @@ pub fn fuzzy_links_from(
     // The exact-key groups.
     let forest = Forest::new(n);
     let mut words = Vec::new();
-    forest.unite_equal(|i| key_passport[i], &mut words);
-    forest.unite_equal(|i| key_name_dob[i], &mut words);
+    let ahead = |keys: &[u128], i: usize, far: bool| {
+        if !far {
+            prefetch(keys, i);
+        }
+    };
+    forest.unite_equal(
+        |i| key_passport[i],
+        |i, far| ahead(key_passport, i, far),
+        &mut words,
+    );
+    forest.unite_equal(
+        |i| key_name_dob[i],
+        |i, far| ahead(key_name_dob, i, far),
+        &mut words,
+    );
     drop(words);
     let root = forest.roots();
     // Every record's light columns; and its filters too when all fit.
@@ -1676,9 +1670,6 @@ pub fn fuzzy_links_from(
         ranges: range_count,
     })
 }
-
-/// How many pairs ahead of the one scored its records are fetched.
-const AHEAD: usize = 8;
 
 /// Cuts the records from `from` on into ranges of at least `most` records
 /// to read each (`needed`; the last may hold fewer), in order; each range
