@@ -719,13 +719,9 @@ pub struct FuzzyLinks {
     /// How many ranges the records were compared in (1: every record's
     /// filters were held at once).
     pub ranges: usize,
-}
-
-impl FuzzyLinks {
-    /// The accepted links as pairs of records.
-    pub fn pairs(&self) -> Vec<(u32, u32)> {
-        self.accepted.iter().map(|e| (e.a, e.b)).collect()
-    }
+    /// Each record's group: the smallest record of those its exact keys
+    /// and the accepted links join it to ([`super::link::link_groups`]).
+    pub groups: Vec<u32>,
 }
 
 /// Parts of the key space the blocking keys are sorted in, one after the
@@ -1155,7 +1151,7 @@ pub fn fuzzy_links(
     enc: &Encodings,
     params: &Params,
 ) -> FuzzyLinks {
-    fuzzy_links_from(key_passport, key_name_dob, enc, params)
+    fuzzy_links_from(key_passport.to_vec(), key_name_dob.to_vec(), enc, params)
         .expect("encodings held in memory are read without error")
 }
 
@@ -1164,10 +1160,13 @@ pub fn fuzzy_links(
 /// when every record's filters fit, they are read once and the blocks
 /// compared as they are found; otherwise the pairs to score are found
 /// first and scored a range of records at a time (docs/linkage.md,
-/// "Memory"). The links are the same either way.
+/// "Memory"). The links are the same either way. The exact keys are
+/// taken, and freed once the exact-key groups and the pairs `m` is learnt
+/// from are found (at 10 million records they are 320 MB the filters can
+/// have); [`FuzzyLinks::groups`] gives the groups the link needs instead.
 pub fn fuzzy_links_from(
-    key_passport: &[u128],
-    key_name_dob: &[u128],
+    key_passport: Vec<u128>,
+    key_name_dob: Vec<u128>,
     src: &dyn Source,
     params: &Params,
 ) -> Result<FuzzyLinks> {
@@ -1185,12 +1184,12 @@ pub fn fuzzy_links_from(
     };
     forest.unite_equal(
         |i| key_passport[i],
-        |i, far| ahead(key_passport, i, far),
+        |i, far| ahead(&key_passport, i, far),
         &mut words,
     );
     forest.unite_equal(
         |i| key_name_dob[i],
-        |i, far| ahead(key_name_dob, i, far),
+        |i, far| ahead(&key_name_dob, i, far),
         &mut words,
     );
     drop(words);
@@ -1235,8 +1234,9 @@ pub fn fuzzy_links_from(
     // for name, date of birth, nationality and sex; name-and-birth-key
     // pairs for the passport), so that the key does not bias its own
     // field. A field with too few such pairs keeps its prior.
-    let passport_pairs = labelled(key_passport, &light.present, params.random_pairs);
-    let name_dob_pairs = labelled(key_name_dob, &light.present, params.random_pairs);
+    let passport_pairs = labelled(&key_passport, &light.present, params.random_pairs);
+    let name_dob_pairs = labelled(&key_name_dob, &light.present, params.random_pairs);
+    drop((key_passport, key_name_dob));
     let (random, by_passport, by_name_dob) = {
         // The filters of these pairs' records, unless every record's are
         // held already.
@@ -1668,6 +1668,7 @@ pub fn fuzzy_links_from(
         refused,
         report,
         ranges: range_count,
+        groups: forest.into_roots(),
     })
 }
 
@@ -2287,7 +2288,7 @@ mod tests {
                 filter_budget: records * FILTER_BYTES,
                 ..Params::default()
             };
-            let ranged = fuzzy_links_from(&kp, &kn, &enc, &params).unwrap();
+            let ranged = fuzzy_links_from(kp.clone(), kn.clone(), &enc, &params).unwrap();
             assert!(ranged.ranges > 1, "{} ranges", ranged.ranges);
             assert_eq!(ranged.accepted, one.accepted);
             assert_eq!(ranged.refused, one.refused);

@@ -853,7 +853,7 @@ pub async fn link_form(
     let t = std::time::Instant::now();
     // A record's row in its drop is wanted only to find its encodings or
     // to trace it back to the NGO's row.
-    let (records, orgs) = read_records(store, form_drops, &attrs, fuzzy_linkage || with_trace)?;
+    let (mut records, orgs) = read_records(store, form_drops, &attrs, fuzzy_linkage || with_trace)?;
     trace(&format!("{form}: read the records"), t);
     let mut per_org = vec![0u64; orgs.len()];
     for &o in &records.org {
@@ -866,26 +866,6 @@ pub async fn link_form(
         .collect();
     let n_records = records.len();
     let rules: Vec<Rule> = attrs.iter().map(|a| a.rule).collect();
-    let t = std::time::Instant::now();
-    // Without fuzzy linkage the encodings are not even read: exact keys
-    // alone, as for drops of format 1.
-    let encodings = if fuzzy_linkage {
-        let e = super::fuzzy::encodings_of(store, form_drops, &records, &attrs)?;
-        trace(&format!("{form}: read the encodings"), t);
-        e
-    } else {
-        None
-    };
-    let fuzzy = encodings
-        .map(|enc| {
-            super::fuzzy::fuzzy_links_from(
-                &records.key_passport,
-                &records.key_name_dob,
-                &enc,
-                params,
-            )
-        })
-        .transpose()?;
     let mut traced = with_trace.then(|| {
         let (p, nd) = (shared(&records.key_passport), shared(&records.key_name_dob));
         Trace {
@@ -896,24 +876,51 @@ pub async fn link_form(
             ..Trace::default()
         }
     });
-    let joined = match fuzzy.as_ref().filter(|_| fuzzy_linkage) {
-        Some(f) => {
-            if let Some(t) = traced.as_mut() {
-                for e in &f.accepted {
-                    for r in [e.a, e.b] {
-                        let s = &mut t.score[r as usize];
-                        if s.is_nan() || *s < e.weight as f32 {
-                            *s = e.weight as f32;
-                        }
-                    }
-                    t.fuzzy_weights.push(e.weight);
+    let t = std::time::Instant::now();
+    // Without fuzzy linkage the encodings are not even read: exact keys
+    // alone, as for drops of format 1. With it, the exact keys are given
+    // to fuzzy linkage, which frees them once it has the exact-key groups
+    // (room for more filters at once), and the link takes its groups.
+    let mut keyless = None;
+    let fuzzy = if fuzzy_linkage {
+        let keys = (
+            std::mem::take(&mut records.key_passport),
+            std::mem::take(&mut records.key_name_dob),
+        );
+        let e = super::fuzzy::encodings_of(store, form_drops, &records, &attrs)?;
+        trace(&format!("{form}: read the encodings"), t);
+        match e {
+            Some(enc) => {
+                keyless = Some(super::link::keyless(&keys.0, &keys.1));
+                Some(super::fuzzy::fuzzy_links_from(
+                    keys.0, keys.1, &enc, params,
+                )?)
+            }
+            None => {
+                (records.key_passport, records.key_name_dob) = keys;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let (Some(t), Some(f)) = (traced.as_mut(), fuzzy.as_ref()) {
+        for e in &f.accepted {
+            for r in [e.a, e.b] {
+                let s = &mut t.score[r as usize];
+                if s.is_nan() || *s < e.weight as f32 {
+                    *s = e.weight as f32;
                 }
             }
-            f.pairs()
+            t.fuzzy_weights.push(e.weight);
         }
-        None => Vec::new(),
+    }
+    let (persons, person) = match (&fuzzy, keyless) {
+        (Some(f), Some(keyless)) => {
+            super::link::link_groups(records, &rules, &f.groups, keyless, with_trace)
+        }
+        _ => super::link::link_with(records, &rules, with_trace),
     };
-    let (persons, person) = super::link::link_with(records, &rules, &joined, with_trace);
     trace(&format!("{form}: link"), t);
     if let (Some(t), Some(person)) = (traced.as_mut(), person) {
         t.person = person;

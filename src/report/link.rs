@@ -569,17 +569,16 @@ pub(crate) fn sort_words(words: &mut [u64]) {
 /// their earliest record by recency. The records are used up: each part is
 /// freed as soon as it is no longer needed.
 pub fn link(records: Records, rules: &[Rule]) -> Persons {
-    link_with(records, rules, &[], false).0
+    link_with(records, rules, false).0
 }
 
 /// A record's person in the ranks' persons column: set on every record
 /// but a person's first.
 const LATER: u32 = 1 << 31;
 
-/// [`link`], with `joined` (pairs of record indices, such as the fuzzy
-/// links of [`super::fuzzy`]) united besides the records that share a key.
-/// With `with_person`, also returns each record's person (an index into
-/// the persons).
+/// [`link`]: the records that share a key are one person. With
+/// `with_person`, also returns each record's person (an index into the
+/// persons). Fuzzy links are added by [`link_groups`].
 ///
 /// The work is done on ranks: rank `r` is record `order[r]`, the records
 /// from earliest to latest. A component's root in the [`Forest`] is its
@@ -589,61 +588,110 @@ const LATER: u32 = 1 << 31;
 pub fn link_with(
     records: Records,
     rules: &[Rule],
-    joined: &[(u32, u32)],
     with_person: bool,
+) -> (Persons, Option<Vec<u32>>) {
+    let keyless = keyless(&records.key_passport, &records.key_name_dob);
+    link_by(
+        records,
+        rules,
+        keyless,
+        with_person,
+        |forest, order, records| {
+            let ahead = |keys: &[u128], r: usize, far: bool| {
+                if far {
+                    prefetch(order, r);
+                } else {
+                    prefetch(keys, order[r] as usize);
+                }
+            };
+            let mut words = Vec::new();
+            let key_passport = std::mem::take(&mut records.key_passport);
+            forest.unite_equal(
+                |r| key_passport[order[r] as usize],
+                |r, far| ahead(&key_passport, r, far),
+                &mut words,
+            );
+            drop(key_passport);
+            let key_name_dob = std::mem::take(&mut records.key_name_dob);
+            forest.unite_equal(
+                |r| key_name_dob[order[r] as usize],
+                |r, far| ahead(&key_name_dob, r, far),
+                &mut words,
+            );
+            drop((key_name_dob, words));
+        },
+    )
+}
+
+/// Which records have neither exact key: each is alone, anonymous.
+pub fn keyless(key_passport: &[u128], key_name_dob: &[u128]) -> Vec<bool> {
+    key_passport
+        .iter()
+        .zip(key_name_dob)
+        .map(|(&p, &nd)| p == 0 && nd == 0)
+        .collect()
+}
+
+/// Each record's rank in `order`.
+fn ranks(order: &[u32]) -> Vec<u32> {
+    let mut rank = vec![0u32; order.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    rank
+}
+
+/// [`link_with`] for records whose groups are already found: `groups[i]`
+/// is a record of record `i`'s group (as [`super::fuzzy::FuzzyLinks`]
+/// gives them: exact keys and fuzzy links together), `keyless` which
+/// records have no exact key ([`keyless`], found before the keys were
+/// given to fuzzy linkage and freed). The records' keys are not read.
+pub fn link_groups(
+    records: Records,
+    rules: &[Rule],
+    groups: &[u32],
+    keyless: Vec<bool>,
+    with_person: bool,
+) -> (Persons, Option<Vec<u32>>) {
+    assert_eq!(groups.len(), records.len(), "one group a record");
+    link_by(records, rules, keyless, with_person, |forest, order, _| {
+        let rank = ranks(order);
+        groups.par_iter().enumerate().for_each(|(i, &g)| {
+            if g as usize != i {
+                forest.union(rank[i], rank[g as usize]);
+            }
+        });
+    })
+}
+
+/// [`link_with`] and [`link_groups`]: `unite` unites the ranks of the
+/// records of each person in `forest` (rank `r` is record `order[r]`).
+fn link_by(
+    mut records: Records,
+    rules: &[Rule],
+    keyless: Vec<bool>,
+    with_person: bool,
+    unite: impl FnOnce(&Forest, &[u32], &mut Records),
 ) -> (Persons, Option<Vec<u32>>) {
     let n = records.len();
     assert_eq!(rules.len(), records.width, "one rule per attribute");
     assert!(n < LATER as usize, "at most 2^31 records a form");
+    assert_eq!(keyless.len(), n, "one keyless flag a record");
+    let t = std::time::Instant::now();
+    let order = recency_order(&records.month, &records.drop_seq);
+    records.drop_seq = Vec::new();
+    let forest = Forest::new(n);
+    unite(&forest, &order, &mut records);
     let Records {
-        key_passport,
-        key_name_dob,
+        key_passport: _,
+        key_name_dob: _,
         month,
-        drop_seq,
+        drop_seq: _,
         org,
         pos: _,
         width,
         codes,
     } = records;
-    // A record without any key is alone: anonymous.
-    let keyless: Vec<bool> = key_passport
-        .iter()
-        .zip(&key_name_dob)
-        .map(|(&p, &nd)| p == 0 && nd == 0)
-        .collect();
-    let t = std::time::Instant::now();
-    let order = recency_order(&month, &drop_seq);
-    drop(drop_seq);
-    let forest = Forest::new(n);
-    let mut words = Vec::new();
-    let ahead = |keys: &[u128], r: usize, far: bool| {
-        if far {
-            prefetch(&order, r);
-        } else {
-            prefetch(keys, order[r] as usize);
-        }
-    };
-    forest.unite_equal(
-        |r| key_passport[order[r] as usize],
-        |r, far| ahead(&key_passport, r, far),
-        &mut words,
-    );
-    drop(key_passport);
-    forest.unite_equal(
-        |r| key_name_dob[order[r] as usize],
-        |r, far| ahead(&key_name_dob, r, far),
-        &mut words,
-    );
-    drop((key_name_dob, words));
-    if !joined.is_empty() {
-        let mut rank = vec![0u32; n];
-        for (r, &i) in order.iter().enumerate() {
-            rank[i as usize] = r as u32;
-        }
-        for &(a, b) in joined {
-            forest.union(rank[a as usize], rank[b as usize]);
-        }
-    }
     let mut person = forest.into_roots();
     super::input::trace("link: unite by keys", t);
     let t = std::time::Instant::now();
@@ -1061,6 +1109,81 @@ mod tests {
     }
 
     #[test]
+    fn linking_by_groups_found_beforehand_gives_the_persons_linking_by_keys_gives() {
+        use rand::{Rng, SeedableRng};
+        // Keys from small pools, so that many are shared; some records
+        // have none; months out of order.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let rows: Vec<_> = (0..5_000)
+            .map(|_| {
+                let key =
+                    |rng: &mut rand_chacha::ChaCha8Rng, pool: u128| match rng.random_range(0..4) {
+                        0 => 0,
+                        _ => (rng.random_range(1..pool) * 0x9e37_79b9_7f4a_7c15) << 40,
+                    };
+                let p = key(&mut rng, 2_000);
+                let nd = key(&mut rng, 3_000);
+                (
+                    p,
+                    nd,
+                    rng.random_range(0..12),
+                    rng.random_range(0..5),
+                    rng.random_range(0..4),
+                )
+            })
+            .collect();
+        let by_keys = link_with(records(&rows), &[Rule::MostFrequent], true);
+        // The groups as fuzzy linkage gives them: the exact-key groups
+        // found on the records, each named by its smallest record.
+        let r = records(&rows);
+        let keyless = keyless(&r.key_passport, &r.key_name_dob);
+        let forest = Forest::new(rows.len());
+        let mut words = Vec::new();
+        forest.unite_equal(|i| r.key_passport[i], |_, _| {}, &mut words);
+        forest.unite_equal(|i| r.key_name_dob[i], |_, _| {}, &mut words);
+        let groups = forest.into_roots();
+        assert!(groups.iter().enumerate().any(|(i, &g)| g as usize != i));
+        let by_groups = link_groups(r, &[Rule::MostFrequent], &groups, keyless.clone(), true);
+        assert_eq!(format!("{:?}", by_groups.0), format!("{:?}", by_keys.0));
+        assert_eq!(by_groups.1, by_keys.1);
+        // Groups joined further (as fuzzy links join them) give the
+        // components a plain union-find finds.
+        let mut reference = UnionFind::new(rows.len());
+        for (i, &g) in groups.iter().enumerate() {
+            reference.union(i as u32, g);
+        }
+        let forest = Forest::new(rows.len());
+        for (i, &g) in groups.iter().enumerate() {
+            forest.union(i as u32, g);
+        }
+        for _ in 0..300 {
+            let (a, b) = (rng.random_range(0..5_000u32), rng.random_range(0..5_000u32));
+            reference.union(a, b);
+            forest.union(a, b);
+        }
+        let joined = forest.into_roots();
+        let (p, person) = link_groups(
+            records(&rows),
+            &[Rule::MostFrequent],
+            &joined,
+            keyless,
+            true,
+        );
+        let person = person.unwrap();
+        assert!(p.len() < by_keys.0.len());
+        for i in 0..rows.len() as u32 {
+            for j in [0, 1, 77, 4_999] {
+                assert_eq!(
+                    person[i as usize] == person[j as usize],
+                    reference.find(i) == reference.find(j),
+                    "records {i} and {j}"
+                );
+            }
+        }
+        assert_eq!(p.records.iter().sum::<u32>() as usize, rows.len());
+    }
+
+    #[test]
     fn a_run_of_keys_alike_in_their_first_bits_links_by_the_whole_key() {
         // Five keys whose first 96 bits are equal, interleaved: only the
         // equal whole keys join.
@@ -1070,7 +1193,7 @@ mod tests {
             .enumerate()
             .map(|(m, &low)| (0, hi | low, m as u32, 0, 1))
             .collect();
-        let (p, person) = link_with(records(&rows), &[Rule::MostFrequent], &[], true);
+        let (p, person) = link_with(records(&rows), &[Rule::MostFrequent], true);
         let person = person.unwrap();
         let mut sizes = p.records.clone();
         sizes.sort();
