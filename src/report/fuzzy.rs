@@ -385,7 +385,6 @@ pub trait Source: Sync {
     }
 }
 
-/// Whether blocking key `k` lies in part `part` of the key space.
 /// A blocking entry: key `k` of record `i`, in the high 64 bits and the low
 /// 32, with room between for the record's nationality and sex, so that
 /// entries sort by key, then nationality and sex, then record.
@@ -393,6 +392,7 @@ fn entry(k: u64, i: usize) -> u128 {
     u128::from(k) << 64 | i as u128
 }
 
+/// Whether blocking key `k` lies in part `part` of the key space.
 fn in_part(k: u64, part: u64) -> bool {
     k >> (64 - KEY_PARTS.trailing_zeros()) == part
 }
@@ -1177,21 +1177,8 @@ pub fn fuzzy_links_from(
     // The exact-key groups.
     let forest = Forest::new(n);
     let mut words = Vec::new();
-    let ahead = |keys: &[u128], i: usize, far: bool| {
-        if !far {
-            prefetch(keys, i);
-        }
-    };
-    forest.unite_equal(
-        |i| key_passport[i],
-        |i, far| ahead(&key_passport, i, far),
-        &mut words,
-    );
-    forest.unite_equal(
-        |i| key_name_dob[i],
-        |i, far| ahead(&key_name_dob, i, far),
-        &mut words,
-    );
+    forest.unite_keys(&key_passport, None, &mut words);
+    forest.unite_keys(&key_name_dob, None, &mut words);
     drop(words);
     let root = forest.roots();
     // Every record's light columns; and its filters too when all fit.
@@ -1418,6 +1405,12 @@ pub fn fuzzy_links_from(
         // read and held while its pairs are scored, the records they meet
         // after it read a chunk at a time, in order.
         let needed = blocks.needed(&root);
+        // What finding the pairs reads of a record: its exact-key group.
+        let root_ahead = |r: u32, far: bool| {
+            if !far {
+                prefetch(&root, r as usize);
+            }
+        };
         let chunk = (budget / 16 / FILTER_BYTES).max(1);
         let most = (budget / FILTER_BYTES).saturating_sub(chunk).max(1);
         let lefts = ranges(&needed, 0, most, |i| src.boundary(i));
@@ -1434,11 +1427,7 @@ pub fn fuzzy_links_from(
                     acc.2[lefts.partition_point(|r| r.end <= a)] += 1;
                 }
             },
-            |r, far| {
-                if !far {
-                    prefetch(&root, r as usize);
-                }
-            },
+            root_ahead,
             |mut x, y| {
                 x.0 += y.0;
                 x.1 += y.1;
@@ -1473,11 +1462,7 @@ pub fn fuzzy_links_from(
                         }
                     }
                 },
-                |r, far| {
-                    if !far {
-                        prefetch(&root, r as usize);
-                    }
-                },
+                root_ahead,
             )
             .for_each(|mut buffers| {
                 for (i, buffer) in buffers.iter_mut().enumerate() {
@@ -2113,6 +2098,8 @@ impl Source for DropEncodings<'_> {
     }
 }
 
+/// Whether a drop file has the encoding columns (format 2 and later):
+/// reads its footer only.
 fn has_encodings(path: &Path) -> Result<bool> {
     Ok(open_drop(path)?.1.is_some())
 }

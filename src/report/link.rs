@@ -248,6 +248,34 @@ impl Forest {
         }
     }
 
+    /// Unites the elements whose `keys` are equal (0 is no key): element
+    /// `r` is record `order[r]` when an order is given, else record `r`.
+    /// What each key reads is prefetched ([`Forest::unite_equal`]).
+    pub(crate) fn unite_keys(&self, keys: &[u128], order: Option<&[u32]>, words: &mut Vec<u64>) {
+        match order {
+            Some(order) => self.unite_equal(
+                |r| keys[order[r] as usize],
+                |r, far| {
+                    if far {
+                        prefetch(order, r);
+                    } else {
+                        prefetch(keys, order[r] as usize);
+                    }
+                },
+                words,
+            ),
+            None => self.unite_equal(
+                |i| keys[i],
+                |i, far| {
+                    if !far {
+                        prefetch(keys, i);
+                    }
+                },
+                words,
+            ),
+        }
+    }
+
     /// Unites the elements whose keys `key` are equal (0 is no key), in
     /// parallel. `words` is room for the sort, kept for the next key.
     ///
@@ -597,28 +625,17 @@ pub fn link_with(
         keyless,
         with_person,
         |forest, order, records| {
-            let ahead = |keys: &[u128], r: usize, far: bool| {
-                if far {
-                    prefetch(order, r);
-                } else {
-                    prefetch(keys, order[r] as usize);
-                }
-            };
             let mut words = Vec::new();
-            let key_passport = std::mem::take(&mut records.key_passport);
-            forest.unite_equal(
-                |r| key_passport[order[r] as usize],
-                |r, far| ahead(&key_passport, r, far),
+            forest.unite_keys(
+                &std::mem::take(&mut records.key_passport),
+                Some(order),
                 &mut words,
             );
-            drop(key_passport);
-            let key_name_dob = std::mem::take(&mut records.key_name_dob);
-            forest.unite_equal(
-                |r| key_name_dob[order[r] as usize],
-                |r, far| ahead(&key_name_dob, r, far),
+            forest.unite_keys(
+                &std::mem::take(&mut records.key_name_dob),
+                Some(order),
                 &mut words,
             );
-            drop((key_name_dob, words));
         },
     )
 }
@@ -952,8 +969,8 @@ mod tests {
         let (a, b) = (draw(150_000), draw(120_000));
         let forest = Forest::new(n);
         let mut words = Vec::new();
-        forest.unite_equal(|i| a[i], |_, _| {}, &mut words);
-        forest.unite_equal(|i| b[i], |_, _| {}, &mut words);
+        forest.unite_keys(&a, None, &mut words);
+        forest.unite_keys(&b, None, &mut words);
         forest.union(5, 77);
         let roots = forest.into_roots();
         let mut uf = UnionFind::new(n);
@@ -1139,8 +1156,8 @@ mod tests {
         let keyless = keyless(&r.key_passport, &r.key_name_dob);
         let forest = Forest::new(rows.len());
         let mut words = Vec::new();
-        forest.unite_equal(|i| r.key_passport[i], |_, _| {}, &mut words);
-        forest.unite_equal(|i| r.key_name_dob[i], |_, _| {}, &mut words);
+        forest.unite_keys(&r.key_passport, None, &mut words);
+        forest.unite_keys(&r.key_name_dob, None, &mut words);
         let groups = forest.into_roots();
         assert!(groups.iter().enumerate().any(|(i, &g)| g as usize != i));
         let by_groups = link_groups(r, &[Rule::MostFrequent], &groups, keyless.clone(), true);
