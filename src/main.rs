@@ -38,8 +38,18 @@ fn main() -> ExitCode {
 /// next batch. Over five alternating runs of the 10 million report the
 /// median wall time went from 5.6 s to 5.0 s and the median system time
 /// from 2.5 s to 1.7 s; the peak rose by about 100 MiB
-/// (docs/performance.md, "Figures at be7da77"). Other allocators and
-/// platforms are left as they are.
+/// (docs/performance.md, "Figures at be7da77").
+///
+/// Blocks of 32 MiB and more (a form's columns, sort buffers, the filters
+/// fuzzy linkage holds) were each mapped on their own and unmapped when
+/// freed, so the next large block touched fresh pages again: at 10 million
+/// records with fuzzy linkage, a million page faults. With no block mapped
+/// on its own (`M_MMAP_MAX` 0) they come from the heap, and memory one
+/// stage frees is taken by the next: half the faults, and about 0.1 s (exact
+/// keys) and 1 s (fuzzy linkage) less at 10 million records, for 60 to 200
+/// MiB more at peak (docs/performance.md, "Figures at 5 December"). A
+/// worker thread's heap cannot hold such a block, and glibc maps it
+/// anyway. Other allocators and platforms are left as they are.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's parameters; it is
@@ -47,6 +57,7 @@ fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 

@@ -374,8 +374,8 @@ pub trait Source: Sync {
     ) -> Result<()>;
 
     /// Appends the [`entry`] of every blocking key in part `part` of
-    /// the key space (its top bits; [`KEY_PARTS`] parts), each record's
-    /// keys distinct.
+    /// the key space (its top bits; [`KEY_PARTS`] parts), in any order,
+    /// each record's keys distinct.
     fn block_keys(&self, part: u64, out: &mut Vec<u128>) -> Result<()>;
 
     /// The first record at or after `i` that begins a new read (a drop's
@@ -767,10 +767,10 @@ impl Blocks {
         };
         // The keys are read and sorted a part of the key space at a time,
         // so that only half of the (key, record) entries is held at once
-        // (at 10 million records a half is about 240 MiB, less than the
-        // filters held later; a quarter cost two more reads of the keys,
-        // 1.3 s); the parts share one buffer (fresh pages are dear: each
-        // is cleared when first touched).
+        // (at 10 million records a half is 34 million entries, 525 MiB; a
+        // quarter cost two more reads of the keys, 1.3 s); the parts share
+        // one buffer (fresh pages are dear: each is cleared when first
+        // touched).
         let mut entries = Vec::new();
         for part in 0..KEY_PARTS {
             entries.clear();
@@ -782,28 +782,42 @@ impl Blocks {
         }
         drop(entries);
         // Each block's records in their order, so that the records of a
-        // range are a slice of it; and each record's blocks.
-        let mut rest = blocks.members.as_mut_slice();
-        for &(s, e) in &blocks.runs {
-            let (block, tail) = rest.split_at_mut((e - s) as usize);
-            block.sort_unstable();
-            rest = tail;
-        }
-        let mut start = vec![0u32; n + 1];
-        for &r in &blocks.members {
-            start[r as usize + 1] += 1;
-        }
-        for i in 0..n {
-            start[i + 1] += start[i];
-        }
-        let mut at = start.clone();
-        let mut of = vec![0u32; blocks.members.len()];
-        for (id, &(s, e)) in blocks.runs.iter().enumerate() {
-            for &r in &blocks.members[s as usize..e as usize] {
-                of[at[r as usize] as usize] = id as u32 + 1;
-                at[r as usize] += 1;
+        // range are a slice of it; and each record's blocks, ascending:
+        // every (record, block) word, sorted. A stretch of blocks a task.
+        let mut words = vec![0u64; blocks.members.len()];
+        {
+            let runs = &blocks.runs;
+            let mut pieces = Vec::new();
+            let (mut members, mut rest) = (blocks.members.as_mut_slice(), words.as_mut_slice());
+            for from in (0..runs.len()).step_by(1 << 12) {
+                let ids = from..(from + (1 << 12)).min(runs.len());
+                let len = (runs[ids.end - 1].1 - runs[from].0) as usize;
+                let (m, m2) = std::mem::take(&mut members).split_at_mut(len);
+                let (w, w2) = std::mem::take(&mut rest).split_at_mut(len);
+                pieces.push((ids, m, w));
+                (members, rest) = (m2, w2);
             }
+            pieces.into_par_iter().for_each(|(ids, members, words)| {
+                let base = runs[ids.start].0;
+                for id in ids {
+                    let (s, e) = ((runs[id].0 - base) as usize, (runs[id].1 - base) as usize);
+                    members[s..e].sort_unstable();
+                    for (w, &r) in words[s..e].iter_mut().zip(&members[s..e]) {
+                        *w = u64::from(r) << 32 | (id as u64 + 1);
+                    }
+                }
+            });
         }
+        super::link::sort_words(&mut words);
+        let mut start = vec![0u32; n + 1];
+        let mut k = 0;
+        for (r, s) in start.iter_mut().enumerate() {
+            while k < words.len() && ((words[k] >> 32) as usize) < r {
+                k += 1;
+            }
+            *s = k as u32;
+        }
+        let of: Vec<u32> = words.into_iter().map(|w| w as u32).collect();
         blocks.start = start;
         blocks.of = of;
         Ok(blocks)
@@ -812,12 +826,11 @@ impl Blocks {
     /// Finds the compared blocks among `entries` (key, nationality and
     /// sex, record).
     fn add_part(&mut self, max_block: usize, entries: &mut [u128]) {
-        // Sorted by a parallel radix sort: the keys are uniformly random
-        // hashes, which the sort's first pass spreads evenly.
-        {
-            use voracious_radix_sort::RadixSort;
-            entries.voracious_mt_sort(rayon::current_num_threads());
-        }
+        // Sorted by key alone (a block's records are put in order
+        // afterwards), in parallel: many keys are shared, and a radix
+        // sort of the whole entries goes through every byte of theirs. A
+        // block too large is sorted whole to be split.
+        entries.par_sort_unstable_by_key(|&e| (e >> 64) as u64);
         let key = |e: u128| (e >> 64) as u64;
         let nat_sex = |e: u128| (e >> 32) as u32;
         let mut runs: Vec<(u32, u32)> = Vec::new();
@@ -833,6 +846,7 @@ impl Blocks {
                 }
             } else {
                 // Split by nationality and sex.
+                entries[start..i].sort_unstable();
                 let mut whole = true;
                 let mut s = start;
                 for j in start + 1..=i {
@@ -1866,18 +1880,51 @@ impl DropColumns {
             .map(|c| c.is_valid(i).then(|| c.value(i)))
     }
 
+    /// Appends the [`entry`] of every blocking key in part `part` of each
+    /// row whose record `record[row]` is (`u32::MAX`: none), row after row,
+    /// a key a row has twice once.
+    fn part_entries(&self, record: &[u32], part: u64, out: &mut Vec<u128>) -> Result<()> {
+        for (keys, &base) in self.keys.iter().zip(&self.starts) {
+            for j in 0..keys.len() {
+                let i = record[base + j];
+                if i == u32::MAX {
+                    continue;
+                }
+                let bytes = keys.value(j);
+                if !bytes.len().is_multiple_of(8) {
+                    return Err(self.not_whole_keys(base + j));
+                }
+                let first = out.len();
+                for c in bytes.chunks_exact(8) {
+                    let k = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+                    let e = entry(k, i as usize);
+                    // A row has a few keys: a look back finds a repeat.
+                    if in_part(k, part) && !out[first..].contains(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for row `row`, whose blocking keys are not whole keys.
+    fn not_whole_keys(&self, row: usize) -> Error {
+        Error::BadDrop {
+            path: self.path.clone(),
+            reason: format!(
+                "row {}: block_keys is not a whole number of 8-byte keys",
+                row + 1
+            ),
+        }
+    }
+
     /// Appends row `row`'s blocking keys to `out`.
     fn keys(&self, row: usize, out: &mut Vec<u64>) -> Result<()> {
         let (b, i) = self.at(row);
         let bytes = self.keys[b].value(i);
         if !bytes.len().is_multiple_of(8) {
-            return Err(Error::BadDrop {
-                path: self.path.clone(),
-                reason: format!(
-                    "row {}: block_keys is not a whole number of 8-byte keys",
-                    row + 1
-                ),
-            });
+            return Err(self.not_whole_keys(row));
         }
         out.extend(
             bytes
@@ -2065,7 +2112,9 @@ impl Source for DropEncodings<'_> {
             |_| true,
             |path| DropColumns::read(path, false, true),
             |group| {
-                // Parsed run by run in parallel, then gathered in order.
+                // Parsed run by run in parallel, each drop's rows in file
+                // order, then gathered in order (the entries are sorted
+                // afterwards: the order they come in does not matter).
                 let parsed = group
                     .par_iter()
                     .map(|(run, drop)| {
@@ -2073,19 +2122,14 @@ impl Source for DropEncodings<'_> {
                         let Some(Some(drop)) = drop else {
                             return Ok(entries);
                         };
-                        let mut keys: Vec<u64> = Vec::new();
+                        // The record of each row of the drop the run holds.
+                        let mut record = vec![u32::MAX; drop.rows];
                         for i in run.clone() {
-                            let row = self.records.pos[i] as usize;
-                            if row >= drop.rows {
-                                continue;
+                            if let Some(r) = record.get_mut(self.records.pos[i] as usize) {
+                                *r = i as u32;
                             }
-                            keys.clear();
-                            drop.keys(row, &mut keys)?;
-                            keys.retain(|&k| in_part(k, part));
-                            keys.sort_unstable();
-                            keys.dedup();
-                            entries.extend(keys.iter().map(|&k| entry(k, i)));
                         }
+                        drop.part_entries(&record, part, &mut entries)?;
                         Ok(entries)
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -2262,6 +2306,52 @@ mod tests {
         // within 0.0004).
         let (hardened, plain) = (right_by_flip[0], right_by_flip[1]);
         assert!(hardened * 100 >= plain * 85, "{hardened} against {plain}");
+    }
+
+    /// A drop's blocking keys become entries row by row in file order,
+    /// each row's record as `record` says, a repeated key once, rows of no
+    /// record skipped; a row whose keys are not whole is named.
+    #[test]
+    fn blocking_entries_of_a_drop_name_each_key_once_for_its_record() {
+        let keys = |rows: &[&[u64]]| {
+            BinaryArray::from_iter_values(
+                rows.iter()
+                    .map(|ks| ks.iter().flat_map(|k| k.to_be_bytes()).collect::<Vec<u8>>()),
+            )
+        };
+        let (low, high) = (5u64, 1 << 63 | 9);
+        // Two batches: rows 0-1, then rows 2-3.
+        let drop = DropColumns {
+            path: "d.parquet".into(),
+            starts: vec![0, 2],
+            fixed: Vec::new(),
+            keys: vec![keys(&[&[low, high, low], &[7]]), keys(&[&[], &[low, 3, 3]])],
+            rows: 4,
+        };
+        // Row 1 belongs to no record of the run.
+        let record = [40, u32::MAX, 41, 42];
+        let mut part0 = Vec::new();
+        drop.part_entries(&record, 0, &mut part0).unwrap();
+        assert_eq!(
+            part0,
+            [entry(low, 40), entry(low, 42), entry(3, 42)],
+            "part 0"
+        );
+        let mut part1 = Vec::new();
+        drop.part_entries(&record, 1, &mut part1).unwrap();
+        assert_eq!(part1, [entry(high, 40)]);
+        let bad = DropColumns {
+            keys: vec![keys(&[&[1]]), BinaryArray::from_iter_values([vec![0u8; 7]])],
+            starts: vec![0, 1],
+            rows: 2,
+            ..drop
+        };
+        let err = bad.part_entries(&[0, 1], 0, &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("row 2: block_keys is not a whole number of 8-byte keys"),
+            "{err}"
+        );
     }
 
     #[test]

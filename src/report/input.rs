@@ -738,19 +738,26 @@ pub fn persons_batches(
         Arc::new(BooleanArray::new(bits(&anonymous, |a| a), None)),
     ];
     drop(anonymous);
-    for (mut codes, a) in codes.into_iter().zip(attrs) {
-        // Code 0 is unknown (null); bits and bytes are made directly.
-        let known = NullBuffer::new(bits(&codes, |c| c != 0));
-        cols.push(match &a.kind {
-            Kind::Bool => Arc::new(BooleanArray::new(bits(&codes, |c| c == 2), Some(known))),
-            Kind::Codes(values) => {
-                codes.par_iter_mut().for_each(|c| *c = c.saturating_sub(1));
-                let keys = UInt8Array::new(ScalarBuffer::from(codes), Some(known));
-                let values: ArrayRef = Arc::new(StringArray::from_iter_values(values.iter()));
-                Arc::new(DictionaryArray::<UInt8Type>::try_new(keys, values).map_err(bad)?)
-            }
-        });
-    }
+    // The attributes side by side, one a task: each column's steps (its
+    // bits, its keys, the dictionary's check of them) are short passes.
+    let attr_cols = codes
+        .into_par_iter()
+        .zip(attrs)
+        .map(|(mut codes, a)| -> Result<ArrayRef> {
+            // Code 0 is unknown (null); bits and bytes are made directly.
+            let known = NullBuffer::new(bits(&codes, |c| c != 0));
+            Ok(match &a.kind {
+                Kind::Bool => Arc::new(BooleanArray::new(bits(&codes, |c| c == 2), Some(known))),
+                Kind::Codes(values) => {
+                    codes.iter_mut().for_each(|c| *c = c.saturating_sub(1));
+                    let keys = UInt8Array::new(ScalarBuffer::from(codes), Some(known));
+                    let values: ArrayRef = Arc::new(StringArray::from_iter_values(values.iter()));
+                    Arc::new(DictionaryArray::<UInt8Type>::try_new(keys, values).map_err(bad)?)
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    cols.extend(attr_cols);
     let all = RecordBatch::try_new(schema.clone(), cols).map_err(bad)?;
     let chunk = chunk.max(1);
     let batches = if n == 0 {
