@@ -504,7 +504,15 @@ fn read_drop(
         }
         let keys = |name: &str, out: &mut Vec<u128>| -> Result<()> {
             let a = column::<FixedSizeBinaryArray>(&batch, name)?;
-            out.extend((0..n).map(|i| if a.is_valid(i) { prefix(a.value(i)) } else { 0 }));
+            let values = a.value_data().chunks_exact(a.value_length() as usize);
+            match a.nulls() {
+                None => out.extend(values.map(prefix)),
+                Some(valid) => out.extend(
+                    values
+                        .zip(valid)
+                        .map(|(v, valid)| if valid { prefix(v) } else { 0 }),
+                ),
+            }
             Ok(())
         };
         keys("key_passport", &mut key_passport)?;
@@ -542,24 +550,47 @@ fn read_drop(
                 Some(map) => {
                     let v = dictionary(&batch, name)?;
                     dictionary_codes(string_values(v)?, map, &mut codes_of_key);
+                    // The keys' slice and validity bits read straight,
+                    // and a value not allowed noted, not branched on.
                     let keys = v.keys();
-                    for (i, out) in out.enumerate() {
-                        if keys.is_valid(i) {
-                            let code = codes_of_key[keys.value(i) as usize];
-                            if code == 0 {
-                                return Err(Error::Refused(format!(
-                                    "a drop holds a value of {name} that its form does not allow"
-                                )));
+                    let code = |k: i32| codes_of_key.get(k as usize).copied().unwrap_or(0);
+                    let mut allowed = true;
+                    match keys.nulls() {
+                        None => {
+                            for (out, &k) in out.zip(keys.values().iter()) {
+                                *out = code(k);
+                                allowed &= *out != 0;
                             }
-                            *out = code;
                         }
+                        Some(valid) => {
+                            for ((out, &k), valid) in out.zip(keys.values().iter()).zip(valid) {
+                                if valid {
+                                    *out = code(k);
+                                    allowed &= *out != 0;
+                                }
+                            }
+                        }
+                    }
+                    if !allowed {
+                        return Err(Error::Refused(format!(
+                            "a drop holds a value of {name} that its form does not allow"
+                        )));
                     }
                 }
                 None => {
                     let v = column::<BooleanArray>(&batch, name)?;
-                    for (i, out) in out.enumerate() {
-                        if v.is_valid(i) {
-                            *out = 1 + v.value(i) as u8;
+                    match v.nulls() {
+                        None => {
+                            for (out, b) in out.zip(v.values()) {
+                                *out = 1 + u8::from(b);
+                            }
+                        }
+                        Some(valid) => {
+                            for ((out, b), valid) in out.zip(v.values()).zip(valid) {
+                                if valid {
+                                    *out = 1 + u8::from(b);
+                                }
+                            }
                         }
                     }
                 }
