@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 /// on its own (`M_MMAP_MAX` 0) they come from the heap, and memory one
 /// stage frees is taken by the next: half the faults, and about 0.1 s (exact
 /// keys) and 1 s (fuzzy linkage) less at 10 million records, for 60 to 200
-/// MiB more at peak (docs/performance.md, "Figures at cbb5b70"). A
+/// MiB more at peak (docs/performance.md, "Figures at cbb5b70 and f5065cf"). A
 /// worker thread's heap cannot hold such a block, and glibc maps it
 /// anyway. Other allocators and platforms are left as they are.
 fn keep_freed_memory() {
