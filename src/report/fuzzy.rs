@@ -787,26 +787,31 @@ impl Blocks {
         let mut words = vec![0u64; blocks.members.len()];
         {
             let runs = &blocks.runs;
-            let mut pieces = Vec::new();
-            let (mut members, mut rest) = (blocks.members.as_mut_slice(), words.as_mut_slice());
-            for from in (0..runs.len()).step_by(1 << 12) {
-                let ids = from..(from + (1 << 12)).min(runs.len());
-                let len = (runs[ids.end - 1].1 - runs[from].0) as usize;
-                let (m, m2) = std::mem::take(&mut members).split_at_mut(len);
-                let (w, w2) = std::mem::take(&mut rest).split_at_mut(len);
-                pieces.push((ids, m, w));
-                (members, rest) = (m2, w2);
-            }
-            pieces.into_par_iter().for_each(|(ids, members, words)| {
-                let base = runs[ids.start].0;
-                for id in ids {
-                    let (s, e) = ((runs[id].0 - base) as usize, (runs[id].1 - base) as usize);
-                    members[s..e].sort_unstable();
-                    for (w, &r) in words[s..e].iter_mut().zip(&members[s..e]) {
-                        *w = u64::from(r) << 32 | (id as u64 + 1);
+            let stretches: Vec<Range<usize>> = (0..runs.len())
+                .step_by(1 << 12)
+                .map(|from| from..(from + (1 << 12)).min(runs.len()))
+                .collect();
+            let members = || {
+                stretches
+                    .iter()
+                    .map(|ids| runs[ids.start].0 as usize..runs[ids.end - 1].1 as usize)
+            };
+            let pieces = run_pieces(&mut blocks.members, 0, members())
+                .into_iter()
+                .zip(run_pieces(&mut words, 0, members()));
+            stretches
+                .par_iter()
+                .zip(pieces.collect::<Vec<_>>())
+                .for_each(|(ids, (members, words))| {
+                    let base = runs[ids.start].0;
+                    for id in ids.clone() {
+                        let (s, e) = ((runs[id].0 - base) as usize, (runs[id].1 - base) as usize);
+                        members[s..e].sort_unstable();
+                        for (w, &r) in words[s..e].iter_mut().zip(&members[s..e]) {
+                            *w = u64::from(r) << 32 | (id as u64 + 1);
+                        }
                     }
-                }
-            });
+                });
         }
         super::link::sort_words(&mut words);
         let mut start = vec![0u32; n + 1];
@@ -1890,13 +1895,8 @@ impl DropColumns {
                 if i == u32::MAX {
                     continue;
                 }
-                let bytes = keys.value(j);
-                if !bytes.len().is_multiple_of(8) {
-                    return Err(self.not_whole_keys(base + j));
-                }
                 let first = out.len();
-                for c in bytes.chunks_exact(8) {
-                    let k = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+                for k in self.parse_keys(keys.value(j), base + j)? {
                     let e = entry(k, i as usize);
                     // A row has a few keys: a look back finds a repeat.
                     if in_part(k, part) && !out[first..].contains(&e) {
@@ -1908,30 +1908,32 @@ impl DropColumns {
         Ok(())
     }
 
-    /// The error for row `row`, whose blocking keys are not whole keys.
-    fn not_whole_keys(&self, row: usize) -> Error {
-        Error::BadDrop {
-            path: self.path.clone(),
-            reason: format!(
-                "row {}: block_keys is not a whole number of 8-byte keys",
-                row + 1
-            ),
-        }
-    }
-
     /// Appends row `row`'s blocking keys to `out`.
     fn keys(&self, row: usize, out: &mut Vec<u64>) -> Result<()> {
         let (b, i) = self.at(row);
-        let bytes = self.keys[b].value(i);
-        if !bytes.len().is_multiple_of(8) {
-            return Err(self.not_whole_keys(row));
-        }
-        out.extend(
-            bytes
-                .chunks_exact(8)
-                .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))),
-        );
+        out.extend(self.parse_keys(self.keys[b].value(i), row)?);
         Ok(())
+    }
+
+    /// The 8-byte blocking keys in row `row`'s `bytes`; an error naming
+    /// the row when they are not whole keys.
+    fn parse_keys<'b>(
+        &self,
+        bytes: &'b [u8],
+        row: usize,
+    ) -> Result<impl Iterator<Item = u64> + 'b> {
+        if !bytes.len().is_multiple_of(8) {
+            return Err(Error::BadDrop {
+                path: self.path.clone(),
+                reason: format!(
+                    "row {}: block_keys is not a whole number of 8-byte keys",
+                    row + 1
+                ),
+            });
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))))
     }
 }
 
@@ -1987,8 +1989,8 @@ impl DropEncodings<'_> {
     }
 }
 
-/// Splits `s`, whose first item is record `base`'s, into the pieces of the
-/// records of `runs` (ascending and apart), one a run.
+/// Splits `s`, whose first item is item `base` (a record, a block's
+/// member), into the pieces of `runs` (ascending and apart), one a run.
 fn run_pieces<T>(
     mut s: &mut [T],
     base: usize,

@@ -504,15 +504,12 @@ fn read_drop(
         }
         let keys = |name: &str, out: &mut Vec<u128>| -> Result<()> {
             let a = column::<FixedSizeBinaryArray>(&batch, name)?;
-            let values = a.value_data().chunks_exact(a.value_length() as usize);
-            match a.nulls() {
-                None => out.extend(values.map(prefix)),
-                Some(valid) => out.extend(
-                    values
-                        .zip(valid)
-                        .map(|(v, valid)| if valid { prefix(v) } else { 0 }),
-                ),
-            }
+            let (base, len) = (out.len(), a.value_length() as usize);
+            out.resize(base + n, 0);
+            let data = a.value_data();
+            each_valid(a.nulls(), n, |i| {
+                out[base + i] = prefix(&data[i * len..(i + 1) * len]);
+            });
             Ok(())
         };
         keys("key_passport", &mut key_passport)?;
@@ -545,32 +542,19 @@ fn read_drop(
         codes.resize(base + n * width, 0);
         let rows = &mut codes[base..];
         for (a, (name, lookup)) in decoder.attrs.iter().enumerate() {
-            let out = rows.iter_mut().skip(a).step_by(width);
             match lookup {
                 Some(map) => {
                     let v = dictionary(&batch, name)?;
                     dictionary_codes(string_values(v)?, map, &mut codes_of_key);
-                    // The keys' slice and validity bits read straight,
-                    // and a value not allowed noted, not branched on.
+                    // A value not allowed is noted, not branched on.
                     let keys = v.keys();
-                    let code = |k: i32| codes_of_key.get(k as usize).copied().unwrap_or(0);
+                    let k = keys.values();
                     let mut allowed = true;
-                    match keys.nulls() {
-                        None => {
-                            for (out, &k) in out.zip(keys.values().iter()) {
-                                *out = code(k);
-                                allowed &= *out != 0;
-                            }
-                        }
-                        Some(valid) => {
-                            for ((out, &k), valid) in out.zip(keys.values().iter()).zip(valid) {
-                                if valid {
-                                    *out = code(k);
-                                    allowed &= *out != 0;
-                                }
-                            }
-                        }
-                    }
+                    each_valid(keys.nulls(), n, |i| {
+                        let code = codes_of_key.get(k[i] as usize).copied().unwrap_or(0);
+                        rows[i * width + a] = code;
+                        allowed &= code != 0;
+                    });
                     if !allowed {
                         return Err(Error::Refused(format!(
                             "a drop holds a value of {name} that its form does not allow"
@@ -579,20 +563,10 @@ fn read_drop(
                 }
                 None => {
                     let v = column::<BooleanArray>(&batch, name)?;
-                    match v.nulls() {
-                        None => {
-                            for (out, b) in out.zip(v.values()) {
-                                *out = 1 + u8::from(b);
-                            }
-                        }
-                        Some(valid) => {
-                            for ((out, b), valid) in out.zip(v.values()).zip(valid) {
-                                if valid {
-                                    *out = 1 + u8::from(b);
-                                }
-                            }
-                        }
-                    }
+                    let values = v.values();
+                    each_valid(v.nulls(), n, |i| {
+                        rows[i * width + a] = 1 + u8::from(values.value(i));
+                    });
                 }
             }
         }
@@ -638,6 +612,16 @@ fn read_drop(
     drop_seq.fill(seq);
     o.fill(org);
     Ok(())
+}
+
+/// Calls `f` on every valid slot of an array of `len` slots whose nulls
+/// are `nulls`: straight through when there are none, else on the set
+/// bits only (read a word at a time, not one call a slot).
+fn each_valid(nulls: Option<&NullBuffer>, len: usize, f: impl FnMut(usize)) {
+    match nulls {
+        None => (0..len).for_each(f),
+        Some(valid) => valid.valid_indices().for_each(f),
+    }
 }
 
 /// The rows of a drop in the order "latest" needs: by month, then record
