@@ -112,22 +112,38 @@ impl Records {
 
 /// Record indices from earliest to latest: by month, then drop, then
 /// position. Records are read drop by drop, so they come in long runs of
-/// one month and drop: the runs are sorted, not the records.
+/// one month and drop: the runs are found and sorted, not the records,
+/// and both the finding and the writing out are done in parallel.
 fn recency_order(month: &[u32], drop_seq: &[u32]) -> Vec<u32> {
     let n = month.len();
-    let mut runs: Vec<(u32, u32, u32, u32)> = Vec::new();
-    let mut start = 0;
-    for i in 1..=n {
-        if i == n || month[i] != month[start] || drop_seq[i] != drop_seq[start] {
-            runs.push((month[start], drop_seq[start], start as u32, i as u32));
-            start = i;
-        }
-    }
+    let step = 1 << 16;
+    // Where a run starts: 0 and every record unlike the one before it.
+    let mut starts: Vec<usize> = (0..n.div_ceil(step))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let (a, b) = (c * step, ((c + 1) * step).min(n));
+            (a..b).filter(|&i| i == 0 || month[i] != month[i - 1] || drop_seq[i] != drop_seq[i - 1])
+        })
+        .collect();
+    starts.push(n);
+    let mut runs: Vec<(u32, u32, usize, usize)> = starts
+        .windows(2)
+        .map(|w| (month[w[0]], drop_seq[w[0]], w[0], w[1]))
+        .collect();
     runs.sort_unstable();
-    let mut order = Vec::with_capacity(n);
-    for (_, _, a, b) in runs {
-        order.extend(a..b);
+    let mut order = vec![0u32; n];
+    let mut rest = order.as_mut_slice();
+    let mut jobs = Vec::with_capacity(runs.len());
+    for &(_, _, a, b) in &runs {
+        let (here, tail) = std::mem::take(&mut rest).split_at_mut(b - a);
+        jobs.push((a, here));
+        rest = tail;
     }
+    jobs.into_par_iter().for_each(|(a, out)| {
+        for (j, slot) in out.iter_mut().enumerate() {
+            *slot = (a + j) as u32;
+        }
+    });
     order
 }
 
@@ -506,6 +522,11 @@ impl<'a> PersonsSlot<'a> {
     }
 }
 
+/// The word of an element without a key. No element has it: its index
+/// bits are all ones, and indices are below `n`, which is below
+/// `2^bits`.
+const NO_WORD: u64 = u64::MAX;
+
 /// Records in the order of their keys, for finding those that share one:
 /// each keyed record is one 64-bit word, the key's first bits above the
 /// record's index (as many bits as indices need), so that the sort moves
@@ -521,7 +542,7 @@ impl KeyOrder {
     pub(crate) fn new(
         n: usize,
         key: &(impl Fn(usize) -> u128 + Sync),
-        keep: impl Fn(usize) -> bool,
+        keep: impl Fn(usize) -> bool + Sync,
     ) -> Self {
         let mut order = Self::by_first_bits(Vec::new(), n, key, keep);
         let bits = order.bits;
@@ -543,21 +564,33 @@ impl KeyOrder {
 
     /// The words sorted, that is by the keys' first bits, then by index;
     /// runs of equal first bits are left as they are.
+    ///
+    /// Every element gets a word, made in parallel; one without a key, or
+    /// that `keep` refuses, gets [`NO_WORD`], which sorts last and is cut
+    /// off after the sort.
     fn by_first_bits(
         mut words: Vec<u64>,
         n: usize,
         key: &(impl Fn(usize) -> u128 + Sync),
-        keep: impl Fn(usize) -> bool,
+        keep: impl Fn(usize) -> bool + Sync,
     ) -> Self {
         let bits = (usize::BITS - n.leading_zeros()).max(1);
         assert!(bits <= 32, "record indices are 32-bit");
-        words.clear();
-        words.reserve(n);
-        words.extend((0..n).filter_map(|i| {
-            let k = key(i);
-            (k != 0 && keep(i)).then(|| ((k >> (64 + bits)) as u64) << bits | i as u64)
-        }));
+        (0..n)
+            .into_par_iter()
+            .with_min_len(1 << 14)
+            .map(|i| {
+                let k = key(i);
+                if k != 0 && keep(i) {
+                    ((k >> (64 + bits)) as u64) << bits | i as u64
+                } else {
+                    NO_WORD
+                }
+            })
+            .collect_into_vec(&mut words);
         sort_words(&mut words);
+        let kept = words.partition_point(|&w| w != NO_WORD);
+        words.truncate(kept);
         KeyOrder { words, bits }
     }
 
@@ -844,6 +877,19 @@ fn link_by(
             }
             out.records[j] = (1 + to - from) as u32;
             out.last_month[j] = later_month[to - 1];
+            if to - from == 1 {
+                // Two records, the common case of a person seen again.
+                out.organisations[j] = 1 + u16::from(later_org[from] != org[first]);
+                let later_row = &later_codes[from * width..to * width];
+                for ((rule, out), (&x, &y)) in rules
+                    .iter()
+                    .zip(&mut out.attrs)
+                    .zip(row.iter().zip(later_row))
+                {
+                    out[j] = resolve_two(x, y, *rule);
+                }
+                continue;
+            }
             orgs.clear();
             orgs.push(org[first]);
             orgs.extend_from_slice(&later_org[from..to]);
@@ -871,6 +917,18 @@ fn link_by(
         of_record
     });
     (out, person)
+}
+
+/// [`resolve`] for a person of two records, `x` then `y`: the later
+/// record's value when it is known (the most frequent, or the tie's
+/// latest), the earlier's otherwise; the rule's code if either has it.
+#[inline]
+fn resolve_two(x: u8, y: u8, rule: Rule) -> u8 {
+    let latest = if y != 0 { y } else { x };
+    match rule {
+        Rule::AnyThenLatest(code) if code != 0 && (x == code || y == code) => code,
+        _ => latest,
+    }
 }
 
 /// Resolves one attribute over a person's records, given in recency order.
@@ -1037,6 +1095,26 @@ mod tests {
             &any,
         );
         assert_eq!(p.attrs[0], [2], "the latest known, a blank does not count");
+    }
+
+    #[test]
+    fn two_records_resolve_as_any_number_of_records_do() {
+        let mut tally = Vec::new();
+        for rule in [
+            Rule::MostFrequent,
+            Rule::AnyThenLatest(1),
+            Rule::AnyThenLatest(3),
+        ] {
+            for x in 0..5u8 {
+                for y in 0..5u8 {
+                    assert_eq!(
+                        resolve_two(x, y, rule),
+                        resolve([x, y].into_iter(), rule, &mut tally),
+                        "{rule:?} over {x} then {y}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
