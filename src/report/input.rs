@@ -993,7 +993,7 @@ pub async fn register_form(
     for (i, b) in batches.into_iter().enumerate() {
         parts[i % partitions].push(b);
     }
-    let table = MemTable::try_new(schema, parts).map_err(df_err)?;
+    let table = super::grouping::PersonsTable::try_new(schema, parts).map_err(df_err)?;
     trace(&format!("{form}: persons table"), t);
     let code = form.code();
     ctx.register_table(format!("{code}_persons"), Arc::new(table))

@@ -11,6 +11,7 @@
 pub mod chart;
 pub mod disclosure;
 pub mod fuzzy;
+pub mod grouping;
 pub mod html;
 pub mod input;
 pub mod link;
@@ -335,7 +336,9 @@ fn session() -> SessionContext {
             false,
         )
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    ctx.add_optimizer_rule(std::sync::Arc::new(grouping::GroupByCodes));
+    ctx
 }
 
 /// Links the store's current drops of a window into persons, form by form,
