@@ -208,6 +208,12 @@ fn link_traces_rows_to_input_and_fuzzy_links_join_typo_pairs_only() {
     let traced = read_trace(&w.path("link.parquet"));
     let valid = |rows: &Vec<(String, Option<u32>)>| rows.iter().filter(|r| r.1.is_some()).count();
     assert_eq!(traced.len(), valid(&f.ngo1) + valid(&f.ngo2));
+    // Its progress spinner is drawn only on a terminal: a pipe gets the
+    // command's one line.
+    assert_eq!(
+        run.stderr.trim(),
+        format!("{} records traced in link.parquet", traced.len())
+    );
     // The drop's rows are the input's rows, the rejected one left out.
     let who = |t: &Traced| -> u32 {
         let (rows, row) = match t.org.as_str() {

@@ -59,6 +59,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         None => Config::default(),
     };
     let store = Store::open(&args.window.store)?;
+    let bar = super::spinner(format!(
+        "reading and linking {} to {}",
+        args.window.from, args.window.to
+    ));
     let links = link_window(
         &store,
         args.window.from,
@@ -67,10 +71,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         &config.fuzzy_params(),
     )?;
     if let Some(out) = &args.out {
+        bar.set_message(format!("writing {}", out.display()));
         write_trace(out, &links)?;
         let rows: usize = links.iter().map(|l| l.trace.person.len()).sum();
+        bar.finish_and_clear();
         eprintln!("{rows} records traced in {}", out.display());
     }
+    bar.finish_and_clear();
     if args.stats {
         print!("{}", stats_text(&links));
     }
