@@ -53,7 +53,8 @@ pub struct PersonsTable {
 impl PersonsTable {
     /// The table of `parts` (batches of `schema`, a list a partition);
     /// a dictionary column whose batches all share one dictionary (the
-    /// same array, as the persons table's do) is grouped by its keys.
+    /// same array, as the persons table's do) of distinct labels is
+    /// grouped by its keys.
     pub fn try_new(schema: SchemaRef, parts: Vec<Vec<RecordBatch>>) -> Result<Self> {
         let mut dictionaries = HashMap::new();
         let mut batches = parts.iter().flatten();
@@ -65,7 +66,11 @@ impl PersonsTable {
                 let shared = parts.iter().flatten().all(|b| {
                     dictionary_values(b.column(i)).is_some_and(|v| Arc::ptr_eq(&v, &values))
                 });
-                if shared {
+                // A key stands for one label only when no label is
+                // repeated (or missing) in the dictionary.
+                let labels = values.as_string::<i32>();
+                let distinct: std::collections::HashSet<Option<&str>> = labels.iter().collect();
+                if shared && labels.null_count() == 0 && distinct.len() == labels.len() {
                     dictionaries.insert(field.name().clone(), values);
                 }
             }
@@ -635,6 +640,33 @@ mod tests {
         let mut shared: Vec<&String> = table.dictionaries.keys().collect();
         shared.sort();
         assert_eq!(shared, ["first_month", "outcome"]);
+    }
+
+    #[test]
+    fn a_dictionary_that_repeats_a_label_is_grouped_by_labels() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "sex",
+            DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8)),
+            true,
+        )]));
+        // Keys 0 and 2 both stand for "female".
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["female", "male", "female"]));
+        let sex: DictionaryArray<UInt8Type> = DictionaryArray::try_new(
+            vec![Some(0u8), Some(2), Some(1), Some(2), None]
+                .into_iter()
+                .collect(),
+            values,
+        )
+        .unwrap();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(sex)]).unwrap();
+        let table = PersonsTable::try_new(schema, vec![vec![batch]]).unwrap();
+        assert!(table.dictionaries.is_empty());
+        let ctx = SessionContext::new();
+        ctx.add_optimizer_rule(Arc::new(GroupByCodes));
+        ctx.register_table("p", Arc::new(table)).unwrap();
+        let (rows, _, by_codes) = run(&ctx, "SELECT sex, count(*) AS n FROM p GROUP BY sex");
+        assert!(!by_codes);
+        assert_eq!(rows, [["NULL", "1"], ["female", "3"], ["male", "1"]]);
     }
 
     #[test]
