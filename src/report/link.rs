@@ -1185,6 +1185,26 @@ mod tests {
         let mut expected: Vec<u32> = (0..month.len() as u32).collect();
         expected.sort_by_key(|&i| (month[i as usize], drop_seq[i as usize], i));
         assert_eq!(order, expected);
+        // Runs over the stretches the starts are found in (65,536
+        // records each), one starting right at a stretch's first record,
+        // and the same month and drop coming back after another.
+        let mut month = Vec::new();
+        let mut drop_seq = Vec::new();
+        for (len, m, d) in [
+            (65_536, 3, 2),
+            (70_000, 1, 5),
+            (1, 1, 4),
+            (131_071, 3, 2),
+            (5, 2, 1),
+            (9_000, 1, 5),
+        ] {
+            month.extend(std::iter::repeat_n(m, len));
+            drop_seq.extend(std::iter::repeat_n(d, len));
+        }
+        let order = recency_order(&month, &drop_seq);
+        let mut expected: Vec<u32> = (0..month.len() as u32).collect();
+        expected.sort_by_key(|&i| (month[i as usize], drop_seq[i as usize], i));
+        assert_eq!(order, expected);
     }
 
     #[test]
