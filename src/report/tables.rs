@@ -16,7 +16,9 @@
 //!
 //! The query returns the dimension columns, in the order named, then
 //! `count`: one row per cell, each person in at most one cell (so margins
-//! are sums).
+//! are sums). Grouping by a persons view's own column (`GROUP BY sex`,
+//! `GROUP BY first_month`) groups by its codes ([`super::grouping`]),
+//! faster than grouping by an expression of it.
 //!
 //! `population` and `where` say which cells of different tables count the
 //! same persons: a cell is its population with its `where` and its
