@@ -11,8 +11,8 @@
 //! [`GroupByCodes`] is an optimizer rule that rewrites an aggregate whose
 //! grouping columns come straight from a [`PersonsTable`] (through
 //! filters, sorts, limits and projections that pass the column on
-//! unchanged) to group by [`CodeOf`] the column, a plain integer, and then
-//! puts the labels back with [`LabelOf`] above it: the output has the same
+//! unchanged) to group by `code_of` the column, a plain integer, and then
+//! puts the labels back with `label_of` above it: the output has the same
 //! names, types and rows. A column of any other origin (a subquery, a
 //! join, an expression) is grouped as before. At run time a batch whose
 //! dictionary is not the table's own is translated to the table's keys
