@@ -5,8 +5,9 @@
 //! 55 groups a dictionary column by its labels: it writes each row's label
 //! into a row of bytes and hashes and compares those, which took about
 //! half of the queries' time at 10 million records. Every batch of a
-//! persons table shares one dictionary per column, so a key stands for one
-//! label: grouping by the keys gives the same groups.
+//! persons table shares one dictionary per column, each label in it once,
+//! so a key stands for one label: grouping by the keys gives the same
+//! groups. A column where that does not hold is not grouped by its keys.
 //!
 //! [`GroupByCodes`] is an optimizer rule that rewrites an aggregate whose
 //! grouping columns come straight from a [`PersonsTable`] (through
