@@ -73,11 +73,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if let Some(out) = &args.out {
         bar.set_message(format!("writing {}", out.display()));
         write_trace(out, &links)?;
-        let rows: usize = links.iter().map(|l| l.trace.person.len()).sum();
         bar.finish_and_clear();
+        let rows: usize = links.iter().map(|l| l.trace.person.len()).sum();
         eprintln!("{rows} records traced in {}", out.display());
+    } else {
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
     if args.stats {
         print!("{}", stats_text(&links));
     }

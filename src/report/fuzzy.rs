@@ -34,7 +34,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::link::{AHEAD, Forest, KeyOrder, prefetch};
+use super::link::{AHEAD, Forest, KeyOrder, prefetch, run_pieces};
 use crate::error::{Error, Result};
 use crate::pseudonymise::encode::{
     DOB_BITS, DobAgreement, NAME_BITS, NAME_FLIP, PASSPORT_BITS, dice, dice_unflipped,
@@ -1987,25 +1987,6 @@ impl DropEncodings<'_> {
         let sex = self.sex.map_or(0, |a| codes[a]);
         ((present, nationality, sex), filters)
     }
-}
-
-/// Splits `s`, whose first item is item `base` (a record, a block's
-/// member), into the pieces of `runs` (ascending and apart), one a run.
-fn run_pieces<T>(
-    mut s: &mut [T],
-    base: usize,
-    runs: impl Iterator<Item = Range<usize>>,
-) -> Vec<&mut [T]> {
-    let mut at = base;
-    let mut out = Vec::new();
-    for r in runs {
-        let (_, rest) = std::mem::take(&mut s).split_at_mut(r.start - at);
-        let (piece, rest) = rest.split_at_mut(r.end - r.start);
-        out.push(piece);
-        s = rest;
-        at = r.end;
-    }
-    out
 }
 
 impl Source for DropEncodings<'_> {

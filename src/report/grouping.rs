@@ -58,8 +58,7 @@ impl PersonsTable {
     /// grouped by its keys.
     pub fn try_new(schema: SchemaRef, parts: Vec<Vec<RecordBatch>>) -> Result<Self> {
         let mut dictionaries = HashMap::new();
-        let mut batches = parts.iter().flatten();
-        if let Some(first) = batches.next() {
+        if let Some(first) = parts.iter().flatten().next() {
             for (i, field) in schema.fields().iter().enumerate() {
                 let Some(values) = dictionary_values(first.column(i)) else {
                     continue;
@@ -181,7 +180,7 @@ impl OptimizerRule for GroupByCodes {
             .enumerate()
             .map(|(i, (e, d))| match d {
                 Some(values) => {
-                    udf(CodeOf::new(values.clone()), e.clone()).alias(format!("{KEY}{i}"))
+                    udf(Codes::code_of(values.clone()), e.clone()).alias(format!("{KEY}{i}"))
                 }
                 None => e.clone(),
             })
@@ -194,7 +193,7 @@ impl OptimizerRule for GroupByCodes {
                 let (qualifier, field) = agg.schema.qualified_field(i);
                 match dictionaries.get(i).and_then(Option::as_ref) {
                     Some(values) => udf(
-                        LabelOf::new(values.clone(), field.data_type().clone()),
+                        Codes::label_of(values.clone(), field.data_type().clone()),
                         Expr::Column(Column::from_name(format!("{KEY}{i}"))),
                     )
                     .alias_qualified(qualifier.cloned(), field.name()),
@@ -243,44 +242,57 @@ fn dictionary_of(plan: &LogicalPlan, c: &Column) -> Option<ArrayRef> {
     }
 }
 
-/// Identity of a dictionary for the functions' equality: the same array.
-fn same(a: &ArrayRef, b: &ArrayRef) -> bool {
-    Arc::ptr_eq(a, b)
-}
-
-/// `code_of(column)`: a dictionary column's keys, as keys of `values`.
+/// The two functions of the rewrite, over one dictionary `values`:
+/// `code_of(column)` (`label` `None`), a dictionary column's keys as keys
+/// of `values`; and `label_of(key)` (`label` the column's type), keys of
+/// `values` back as that dictionary column. Two are equal when they are
+/// the same function of the same array.
 #[derive(Debug)]
-struct CodeOf {
+struct Codes {
     values: ArrayRef,
+    label: Option<DataType>,
     signature: Signature,
 }
 
-impl CodeOf {
-    fn new(values: ArrayRef) -> Self {
-        CodeOf {
+impl Codes {
+    fn code_of(values: ArrayRef) -> Self {
+        Self::new(values, None)
+    }
+
+    fn label_of(values: ArrayRef, column: DataType) -> Self {
+        Self::new(values, Some(column))
+    }
+
+    fn new(values: ArrayRef, label: Option<DataType>) -> Self {
+        Codes {
             values,
+            label,
             signature: Signature::any(1, Volatility::Immutable),
         }
     }
 }
 
-impl PartialEq for CodeOf {
+impl PartialEq for Codes {
     fn eq(&self, other: &Self) -> bool {
-        same(&self.values, &other.values)
+        Arc::ptr_eq(&self.values, &other.values) && self.label == other.label
     }
 }
 
-impl Eq for CodeOf {}
+impl Eq for Codes {}
 
-impl Hash for CodeOf {
+impl Hash for Codes {
     fn hash<H: Hasher>(&self, state: &mut H) {
         Arc::as_ptr(&self.values).cast::<()>().hash(state);
+        self.label.hash(state);
     }
 }
 
-impl ScalarUDFImpl for CodeOf {
+impl ScalarUDFImpl for Codes {
     fn name(&self) -> &str {
-        "code_of"
+        match self.label {
+            None => "code_of",
+            Some(_) => "label_of",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -288,35 +300,34 @@ impl ScalarUDFImpl for CodeOf {
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        match args {
-            [DataType::Dictionary(k, _)] => Ok(k.as_ref().clone()),
-            _ => Err(DataFusionError::Plan(
+        match (&self.label, args) {
+            (Some(column), _) => Ok(column.clone()),
+            (None, [DataType::Dictionary(k, _)]) => Ok(k.as_ref().clone()),
+            (None, _) => Err(DataFusionError::Plan(
                 "code_of takes one dictionary column".to_string(),
             )),
         }
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let wrong = |what: String| DataFusionError::Internal(format!("{}: {what}", self.name()));
         let [arg] = args.args.as_slice() else {
-            return Err(DataFusionError::Internal(
-                "code_of takes one argument".to_string(),
-            ));
+            return Err(wrong("takes one argument".to_string()));
         };
         let a = arg.to_array(args.number_rows)?;
-        let keys: ArrayRef = match a.data_type() {
-            DataType::Dictionary(k, _) => match **k {
+        let out: ArrayRef = match (&self.label, a.data_type()) {
+            (None, DataType::Dictionary(k, _)) => match **k {
                 DataType::UInt8 => Arc::new(keys_of::<UInt8Type>(&a, &self.values)?),
                 DataType::UInt16 => Arc::new(keys_of::<UInt16Type>(&a, &self.values)?),
                 DataType::UInt32 => Arc::new(keys_of::<UInt32Type>(&a, &self.values)?),
-                _ => return Err(DataFusionError::Internal(format!("code_of: keys of {k}"))),
+                _ => return Err(wrong(format!("keys of {k}"))),
             },
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "code_of: a column of {other}"
-                )));
-            }
+            (Some(_), DataType::UInt8) => labelled::<UInt8Type>(&a, &self.values)?,
+            (Some(_), DataType::UInt16) => labelled::<UInt16Type>(&a, &self.values)?,
+            (Some(_), DataType::UInt32) => labelled::<UInt32Type>(&a, &self.values)?,
+            (_, other) => return Err(wrong(format!("a column of {other}"))),
         };
-        Ok(ColumnarValue::Array(keys))
+        Ok(ColumnarValue::Array(out))
     }
 }
 
@@ -327,7 +338,7 @@ where
     K::Native: TryFrom<usize>,
 {
     let dict: &DictionaryArray<K> = a.as_dictionary::<K>();
-    if same(dict.values(), values) {
+    if Arc::ptr_eq(dict.values(), values) {
         return Ok(dict.keys().clone());
     }
     let labels = values.as_string::<i32>();
@@ -361,81 +372,12 @@ where
         .collect())
 }
 
-/// `label_of(key)`: keys of `values` back as the dictionary column.
-#[derive(Debug)]
-struct LabelOf {
-    values: ArrayRef,
-    out: DataType,
-    signature: Signature,
-}
-
-impl LabelOf {
-    fn new(values: ArrayRef, out: DataType) -> Self {
-        LabelOf {
-            values,
-            out,
-            signature: Signature::any(1, Volatility::Immutable),
-        }
-    }
-}
-
-impl PartialEq for LabelOf {
-    fn eq(&self, other: &Self) -> bool {
-        same(&self.values, &other.values) && self.out == other.out
-    }
-}
-
-impl Eq for LabelOf {}
-
-impl Hash for LabelOf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.values).cast::<()>().hash(state);
-        self.out.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for LabelOf {
-    fn name(&self) -> &str {
-        "label_of"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(self.out.clone())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [arg] = args.args.as_slice() else {
-            return Err(DataFusionError::Internal(
-                "label_of takes one argument".to_string(),
-            ));
-        };
-        let keys = arg.to_array(args.number_rows)?;
-        let values = self.values.clone();
-        let out: ArrayRef = match keys.data_type() {
-            DataType::UInt8 => Arc::new(DictionaryArray::<UInt8Type>::try_new(
-                keys.as_primitive::<UInt8Type>().clone(),
-                values,
-            )?),
-            DataType::UInt16 => Arc::new(DictionaryArray::<UInt16Type>::try_new(
-                keys.as_primitive::<UInt16Type>().clone(),
-                values,
-            )?),
-            DataType::UInt32 => Arc::new(DictionaryArray::<UInt32Type>::try_new(
-                keys.as_primitive::<UInt32Type>().clone(),
-                values,
-            )?),
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "label_of: keys of {other}"
-                )));
-            }
-        };
-        Ok(ColumnarValue::Array(out))
-    }
+/// Keys `keys` of `values` as a dictionary column.
+fn labelled<K: ArrowDictionaryKeyType>(keys: &ArrayRef, values: &ArrayRef) -> Result<ArrayRef> {
+    Ok(Arc::new(DictionaryArray::<K>::try_new(
+        keys.as_primitive::<K>().clone(),
+        values.clone(),
+    )?))
 }
 
 #[cfg(test)]

@@ -132,19 +132,39 @@ fn recency_order(month: &[u32], drop_seq: &[u32]) -> Vec<u32> {
         .collect();
     runs.sort_unstable();
     let mut order = vec![0u32; n];
-    let mut rest = order.as_mut_slice();
-    let mut jobs = Vec::with_capacity(runs.len());
-    for &(_, _, a, b) in &runs {
-        let (here, tail) = std::mem::take(&mut rest).split_at_mut(b - a);
-        jobs.push((a, here));
-        rest = tail;
-    }
-    jobs.into_par_iter().for_each(|(a, out)| {
-        for (j, slot) in out.iter_mut().enumerate() {
-            *slot = (a + j) as u32;
-        }
+    // Each run's place in the order: right after the run before it.
+    let mut at = 0;
+    let places = runs.iter().map(|&(_, _, a, b)| {
+        at += b - a;
+        at - (b - a)..at
     });
+    runs.par_iter()
+        .zip(run_pieces(&mut order, 0, places))
+        .for_each(|(&(_, _, a, _), out)| {
+            for (j, slot) in out.iter_mut().enumerate() {
+                *slot = (a + j) as u32;
+            }
+        });
     order
+}
+
+/// Splits `s`, whose first item is item `base` (a record, a block's
+/// member, a rank), into the pieces of `runs` (ascending and apart), one a run.
+pub(crate) fn run_pieces<T>(
+    mut s: &mut [T],
+    base: usize,
+    runs: impl Iterator<Item = std::ops::Range<usize>>,
+) -> Vec<&mut [T]> {
+    let mut at = base;
+    let mut out = Vec::new();
+    for r in runs {
+        let (_, rest) = std::mem::take(&mut s).split_at_mut(r.start - at);
+        let (piece, rest) = rest.split_at_mut(r.end - r.start);
+        out.push(piece);
+        s = rest;
+        at = r.end;
+    }
+    out
 }
 
 /// How many items ahead of the one worked on [`prefetch`] is asked for.
