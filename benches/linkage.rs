@@ -528,6 +528,7 @@ fn store_of(dir: &Path, csvs: &[PathBuf], key: &TaskForceKey, flip: f64) -> (Sto
             created: String::new(),
             rows: 0,
             rejected_rows: 0,
+            content_sha256: None,
         };
         let sources = [Source {
             name: "export.csv".into(),

@@ -577,6 +577,7 @@ fn write_drop(dir: &Path, form: Form, d: usize, records: &[u32], p: &Plan, seed:
         created: "2026-01-05T09:00:00Z".to_string(),
         rows: n as u64,
         rejected_rows: 0,
+        content_sha256: None,
     };
     drop::write(dir, &meta, &[batch], false).unwrap()
 }

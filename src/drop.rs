@@ -16,7 +16,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, encode_arrow_schema};
 use parquet::basic::Compression;
@@ -24,6 +24,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
+use crate::digest::{ContentDigest, DIGEST_KEY};
 use crate::error::{Error, Result};
 use crate::pseudonymise::country::by_alpha3;
 use crate::pseudonymise::encode::{DOB_BITS, ENCODING_RULES, Encoding, NAME_BITS, PASSPORT_BITS};
@@ -34,12 +35,21 @@ use crate::schema::{Form, Role, code_list};
 
 /// Version of the drop format written. Bump on any change of columns or
 /// metadata. Version 2 adds the similarity encodings and blocking keys
-/// ([`ENCODING_COLUMNS`]) after the kept columns.
-pub const FORMAT_VERSION: &str = "2";
+/// ([`ENCODING_COLUMNS`]) after the kept columns; version 3 has the same
+/// columns and adds the content digest ([`crate::digest`]), and carries no
+/// column statistics, page index or embedded Arrow schema (nothing a reader
+/// could use that the digest does not cover).
+pub const FORMAT_VERSION: &str = "3";
 
 /// Drop format versions read: a version-1 drop has no encoding columns
-/// and its records are linked by exact keys only.
-pub const FORMAT_VERSIONS_READ: [&str; 2] = ["1", "2"];
+/// and its records are linked by exact keys only; versions 1 and 2 carry
+/// no content digest and are read unchecked.
+pub const FORMAT_VERSIONS_READ: [&str; 3] = ["1", "2", "3"];
+
+/// Whether drops of `version` carry a content digest.
+pub fn has_digest(version: &str) -> bool {
+    !matches!(version, "1" | "2")
+}
 
 /// The columns format 2 adds after the kept columns: the Bloom-filter
 /// encodings of name, date of birth and passport, and the blocking keys
@@ -130,6 +140,10 @@ pub struct DropMeta {
     pub rows: u64,
     /// Rows rejected (written with `--allow-rejects`).
     pub rejected_rows: u64,
+    /// The content digest the drop carries, verified when it was read
+    /// (format 3); `None` for formats 1 and 2, which carry none. Not used
+    /// when writing: the writer computes it.
+    pub content_sha256: Option<String>,
 }
 
 impl DropMeta {
@@ -188,6 +202,7 @@ impl DropMeta {
             created: get("created")?,
             rows: num("rows")?,
             rejected_rows: num("rejected_rows")?,
+            content_sha256: None,
         })
     }
 }
@@ -546,15 +561,29 @@ fn coded_strings(values: &[u16], table: &[&str]) -> Result<ArrayRef> {
     )?))
 }
 
+/// The `created_by` of the drops this safetally writes.
+fn created_by() -> String {
+    format!("safetally {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Pinned writer settings: the same records give the same bytes.
-/// `key_values` is the file's key-value metadata.
-fn writer_properties(key_values: Vec<KeyValue>) -> WriterProperties {
+/// `key_values` is the file's key-value metadata. From format 3 a drop has
+/// no statistics and no page index: the digest covers the values and the
+/// metadata, and a reader that pruned by a damaged statistic would miss
+/// rows it could not tell were there.
+fn writer_properties(key_values: Vec<KeyValue>, version: &str) -> WriterProperties {
+    let statistics = if has_digest(version) {
+        EnabledStatistics::None
+    } else {
+        EnabledStatistics::Chunk
+    };
     let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_created_by(format!("safetally {}", env!("CARGO_PKG_VERSION")))
+        .set_statistics_enabled(statistics)
+        .set_offset_index_disabled(has_digest(version))
+        .set_created_by(created_by())
         .set_key_value_metadata(Some(key_values));
     // Keys are uniformly random bytes: a dictionary, compression or min/max
     // statistics cost time and buy nothing.
@@ -582,6 +611,8 @@ pub struct DropWriter {
     version: String,
     tmp: tempfile::NamedTempFile,
     writer: ArrowWriter<File>,
+    /// The content digest, from format 3.
+    digest: Option<ContentDigest>,
 }
 
 impl DropWriter {
@@ -601,13 +632,14 @@ impl DropWriter {
             })
             .collect();
         let options = ArrowWriterOptions::new()
-            .with_properties(writer_properties(early))
+            .with_properties(writer_properties(early, &meta.format_version))
             .with_skip_arrow_metadata(true);
+        let schema = arrow_schema_of(meta.form, &meta.format_version);
         let writer = ArrowWriter::try_new_with_options(
             tmp.as_file()
                 .try_clone()
                 .map_err(|e| Error::io("cannot write the drop", e))?,
-            arrow_schema_of(meta.form, &meta.format_version),
+            schema.clone(),
             options,
         )?;
         Ok(DropWriter {
@@ -616,11 +648,16 @@ impl DropWriter {
             version: meta.format_version.clone(),
             tmp,
             writer,
+            digest: has_digest(&meta.format_version)
+                .then(|| ContentDigest::new(schema.fields().len())),
         })
     }
 
     /// Encodes one batch (rows in input order).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(d) = &mut self.digest {
+            d.update(batch).map_err(Error::Usage)?;
+        }
         Ok(self.writer.write(batch)?)
     }
 
@@ -645,10 +682,25 @@ impl DropWriter {
                 self.writer.append_key_value_metadata(kv);
             }
         }
-        self.writer.append_key_value_metadata(KeyValue::new(
-            ARROW_SCHEMA_META_KEY.to_string(),
-            encode_arrow_schema(&arrow_schema_of(self.form, &self.version)),
-        ));
+        let schema = arrow_schema_of(self.form, &self.version);
+        match self.digest.take() {
+            Some(d) => {
+                let kv: Vec<(String, Option<String>)> = meta
+                    .to_key_values()
+                    .into_iter()
+                    .map(|kv| (kv.key, kv.value))
+                    .collect();
+                let digest = d
+                    .finish(&schema, Some(&created_by()), &kv)
+                    .map_err(Error::Usage)?;
+                self.writer
+                    .append_key_value_metadata(KeyValue::new(DIGEST_KEY.to_string(), digest));
+            }
+            None => self.writer.append_key_value_metadata(KeyValue::new(
+                ARROW_SCHEMA_META_KEY.to_string(),
+                encode_arrow_schema(&schema),
+            )),
+        }
         self.writer.close()?;
         let DropWriter { dir, tmp, .. } = self;
         tmp.as_file()
@@ -738,6 +790,9 @@ pub fn write_text_atomically(path: &Path, text: &str) -> Result<()> {
 pub struct Checked {
     /// The drop's metadata.
     pub meta: DropMeta,
+    /// SHA-256 (hex) of the file's bytes: what an NGO and the secretariat
+    /// compare when in doubt, and the name the store files it under.
+    pub file_sha256: String,
 }
 
 /// Why a drop was refused, with its metadata when that much could be read.
@@ -756,7 +811,9 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
         path: path.to_path_buf(),
         reason,
     };
-    let data = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let data =
+        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let file_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
     let meta = inspect(Bytes::from(data)).map_err(|r| bad(r.reason))?;
     if let Some(fp) = expected_fingerprint
         && fp != meta.key_fingerprint
@@ -767,46 +824,142 @@ pub fn check(path: &Path, expected_fingerprint: Option<&str>) -> Result<Checked>
             meta.key_fingerprint
         )));
     }
-    Ok(Checked { meta })
+    Ok(Checked { meta, file_sha256 })
 }
 
 /// Verifies a drop's bytes, reading every value: Parquet readable (so not
-/// truncated), safetally metadata present and well formed, known format,
-/// schema and normaliser versions, the exact columns of its form (so no
-/// identity column), and content that agrees with the metadata: the row
-/// count, record keys present and unique, every event month equal to the
-/// drop's period, every age band and coded value one the form allows.
+/// truncated), its content digest (format 3: any damage on its way shows
+/// here, before anything the damage may have changed is believed), safetally
+/// metadata present and well formed, known format, schema and normaliser
+/// versions, the exact columns of its form (so no identity column), and
+/// content that agrees with the metadata: the row count, record keys
+/// present and unique, every event month equal to the drop's period, every
+/// age band and coded value one the form allows. No input makes it panic: a
+/// panic in a reader it calls is this drop's refusal.
 pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
+    crate::guard::catch(|| inspect_bytes(data)).unwrap_or_else(|e| {
+        Err(Refusal {
+            meta: None,
+            reason: format!(
+                "reading it met {e} of safetally's: the file is most likely damaged. Ask the \
+                 NGO to send it again, and report the error"
+            ),
+        })
+    })
+}
+
+/// What the secretariat is told to do about a damaged drop.
+const SEND_AGAIN: &str = "the file was damaged on its way (e-mail, USB stick, shared folder) or \
+    changed after it was made. Ask the NGO to send it again; `safetally check` prints a drop's \
+    SHA-256, for both sides to compare";
+
+pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
     let refuse = |meta: Option<&DropMeta>, reason: String| Refusal {
         meta: meta.map(|m| Box::new(m.clone())),
         reason,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| {
-        refuse(
-            None,
-            format!("not a readable Parquet file ({e}); it may be truncated or not a drop"),
-        )
-    })?;
-    let kv: BTreeMap<String, String> = builder
-        .metadata()
-        .file_metadata()
+    // The Parquet schema says all a drop's columns need; the embedded Arrow
+    // schema, which formats 1 and 2 carry, is not read.
+    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new_with_options(data, options).map_err(|e| {
+            refuse(
+                None,
+                format!(
+                    "not a readable Parquet file ({e}); it may be truncated or not a drop: if \
+                     it is one, {SEND_AGAIN}"
+                ),
+            )
+        })?;
+    let file_meta = builder.metadata().file_metadata();
+    let created_by = file_meta.created_by().map(str::to_string);
+    let all_kv: Vec<(String, Option<String>)> = file_meta
         .key_value_metadata()
         .map(|kvs| {
             kvs.iter()
-                .filter_map(|kv| {
-                    let k = kv.key.strip_prefix(META_PREFIX)?;
-                    Some((k.to_string(), kv.value.clone().unwrap_or_default()))
-                })
+                .map(|kv| (kv.key.clone(), kv.value.clone()))
                 .collect()
         })
         .unwrap_or_default();
-    let meta = DropMeta::from_key_values(&kv).map_err(|r| refuse(None, r))?;
+    let stated = all_kv
+        .iter()
+        .find(|(k, _)| k == DIGEST_KEY)
+        .map(|(_, v)| v.clone().unwrap_or_default());
+    let kv: BTreeMap<String, String> = all_kv
+        .iter()
+        .filter(|(k, _)| k != DIGEST_KEY)
+        .filter_map(|(k, v)| {
+            let k = k.strip_prefix(META_PREFIX)?;
+            Some((k.to_string(), v.clone().unwrap_or_default()))
+        })
+        .collect();
+    let parsed = DropMeta::from_key_values(&kv);
+    let layout_extra = builder.metadata().row_groups().iter().any(|rg| {
+        rg.columns().iter().any(|c| {
+            c.statistics().is_some()
+                || c.offset_index_offset().is_some()
+                || c.column_index_offset().is_some()
+                || c.bloom_filter_offset().is_some()
+        })
+    });
+    let actual = builder.schema().clone();
+    let file_rows = file_meta.num_rows();
+    let batches: std::result::Result<Vec<RecordBatch>, String> = builder
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|reader| {
+            reader
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| e.to_string())
+        });
+    let digest = match &stated {
+        Some(stated) => {
+            let damaged =
+                |why: String| refuse(parsed.as_ref().ok(), format!("{why}: {SEND_AGAIN}"));
+            let batches = batches
+                .as_ref()
+                .map_err(|e| damaged(format!("its data cannot be decoded ({e})")))?;
+            let mut d = crate::digest::ContentDigest::new(actual.fields().len());
+            let kv_without: Vec<(String, Option<String>)> = all_kv
+                .iter()
+                .filter(|(k, _)| k != DIGEST_KEY)
+                .cloned()
+                .collect();
+            let computed = batches
+                .iter()
+                .try_for_each(|b| d.update(b))
+                .and_then(|()| d.finish(&actual, created_by.as_deref(), &kv_without))
+                .map_err(|e| damaged(format!("its content cannot be checked ({e})")))?;
+            if computed != *stated {
+                return Err(damaged(
+                    "its content does not match the content digest it carries".to_string(),
+                ));
+            }
+            if layout_extra {
+                return Err(damaged(
+                    "it carries column statistics or a page index, which a drop with a content \
+                     digest never has"
+                        .to_string(),
+                ));
+            }
+            Some(computed)
+        }
+        None => None,
+    };
+    let mut meta = parsed.map_err(|r| refuse(None, r))?;
+    meta.content_sha256 = digest;
     let bad = |reason: String| refuse(Some(&meta), reason);
     if !FORMAT_VERSIONS_READ.contains(&meta.format_version.as_str()) {
         return Err(bad(format!(
             "drop format version {} is not known to this safetally ({}); update safetally",
             meta.format_version,
             env!("CARGO_PKG_VERSION")
+        )));
+    }
+    if has_digest(&meta.format_version) && meta.content_sha256.is_none() {
+        return Err(bad(format!(
+            "a drop of format {} must carry a content digest and this one has none: {SEND_AGAIN}",
+            meta.format_version
         )));
     }
     if meta.schema_version != meta.form.schema().version {
@@ -834,7 +987,6 @@ pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
         .filter(|c| c.role.is_identity())
         .map(|c| c.name.as_str())
         .collect();
-    let actual = builder.schema().clone();
     if let Some(f) = actual
         .fields()
         .iter()
@@ -859,32 +1011,32 @@ pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
             meta.form, meta.format_version
         )));
     }
-    let file_rows = builder.metadata().file_metadata().num_rows() as u64;
-    if file_rows != meta.rows {
+    if file_rows < 0 || file_rows as u64 != meta.rows {
         return Err(bad(format!(
             "metadata says {} rows but the file holds {file_rows}",
             meta.rows
         )));
     }
-    let reader = builder
-        .build()
-        .map_err(|e| bad(format!("cannot read ({e})")))?;
+    let batches = batches.map_err(|e| bad(format!("damaged data ({e}): {SEND_AGAIN}")))?;
     let allowed = allowed_values(meta.form);
     let period = meta.period.to_string();
-    let mut seen = HashSet::with_capacity(meta.rows as usize);
+    let mut seen = HashSet::with_capacity(meta.rows.min(1 << 24) as usize);
     let mut read_rows = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(format!("damaged data ({e})")))?;
+    for batch in &batches {
         let keys = batch
             .column(0)
             .as_any()
             .downcast_ref::<FixedSizeBinaryArray>()
+            .filter(|k| k.value_length() == 32)
             .ok_or_else(|| bad("record_key has the wrong type".into()))?;
         if keys.null_count() > 0 {
             return Err(bad("a record_key is missing".into()));
         }
         for k in keys.iter().flatten() {
-            if !seen.insert(<[u8; 32]>::try_from(k).expect("32 bytes")) {
+            let Ok(k) = <[u8; 32]>::try_from(k) else {
+                return Err(bad("record_key has the wrong type".into()));
+            };
+            if !seen.insert(k) {
                 return Err(bad("two rows share a record_key".into()));
             }
         }

@@ -3,7 +3,9 @@
 //! Every message names a file, a row or a column, never the value of an
 //! identity column (name, date of birth, passport number). The binary maps
 //! each error to an exit code: 1 when the data was refused, 2 when the
-//! command was used wrongly or the configuration (key, paths) is wrong.
+//! command was used wrongly or the configuration (key, paths) is wrong, 3
+//! when the machine failed (disk full, permission denied, a write cut
+//! short): then the data is not at fault.
 
 use std::path::PathBuf;
 
@@ -31,7 +33,8 @@ pub enum Error {
         /// Why it failed, in words an NGO or the secretariat can act on.
         reason: String,
     },
-    /// Reading or writing a file failed.
+    /// Reading or writing a file failed: exit code 3 (the machine), or 2
+    /// when the file named is not there.
     #[error("{context}: {source}")]
     Io {
         /// What was being done, with the path.
@@ -40,20 +43,62 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Writing or reading Parquet failed.
+    /// Writing or reading Parquet failed (exit code 3 when the file system
+    /// failed under it, else 1).
     #[error(transparent)]
     Parquet(#[from] parquet::errors::ParquetError),
-    /// Building Arrow arrays failed.
+    /// Building Arrow arrays failed (exit code 3 when the file system failed
+    /// under it, else 1).
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
 }
 
+/// Exit code: the data was refused (fix the file).
+pub const EXIT_REFUSED: i32 = 1;
+/// Exit code: the command was used wrongly, or the key or configuration is
+/// wrong.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the machine failed (disk full, permission denied, a write cut
+/// short); the data is not at fault and nothing was half-written.
+pub const EXIT_MACHINE: i32 = 3;
+
+/// The exit code of an operating system error: a path that is not there
+/// was named wrongly; any other failure is the machine's.
+pub fn io_exit_code(e: &std::io::Error) -> i32 {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        EXIT_USAGE
+    } else {
+        EXIT_MACHINE
+    }
+}
+
+/// The operating system error inside `e`, if it wraps one.
+fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 impl Error {
-    /// The process exit code this error maps to: 1 data refused, 2 usage.
+    /// The process exit code this error maps to: 1 data refused, 2 usage,
+    /// 3 the machine failed.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Key(_) => 2,
-            _ => 1,
+            Error::Usage(_) | Error::Key(_) => EXIT_USAGE,
+            Error::Io { source, .. } => io_exit_code(source),
+            Error::Parquet(parquet::errors::ParquetError::External(e)) => {
+                io_source(e.as_ref()).map_or(EXIT_REFUSED, |_| EXIT_MACHINE)
+            }
+            Error::Arrow(arrow_schema::ArrowError::IoError(..)) => EXIT_MACHINE,
+            Error::Arrow(arrow_schema::ArrowError::ExternalError(e)) => {
+                io_source(e.as_ref()).map_or(EXIT_REFUSED, |_| EXIT_MACHINE)
+            }
+            _ => EXIT_REFUSED,
         }
     }
 

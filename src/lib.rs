@@ -9,8 +9,11 @@
 pub mod audit;
 pub mod cubes;
 pub mod demo;
+pub mod digest;
 pub mod drop;
 pub mod error;
+pub mod fuzz;
+pub mod guard;
 pub mod interval;
 pub mod key;
 pub mod pseudonymise;

@@ -1,6 +1,7 @@
 //! The `safetally` command: parses flags, runs one subcommand, maps the
 //! outcome to an exit code (0 done, 1 data refused, 2 usage or
-//! configuration error). A closed output pipe exits quietly with 0.
+//! configuration error, 3 the machine failed). A closed output pipe exits
+//! quietly with 0. A panic prints where it happened, never its message.
 
 mod cmd;
 
@@ -8,9 +9,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use safetally::error::{EXIT_MACHINE, EXIT_USAGE, io_exit_code};
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    safetally::guard::install_hook();
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -18,13 +21,32 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            let code = err
-                .downcast_ref::<safetally::Error>()
-                .map_or(2, safetally::Error::exit_code);
-            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            let code = exit_code(&err);
+            let mut stderr = std::io::stderr();
+            let _ = writeln!(stderr, "error: {err:#}");
+            if code == EXIT_MACHINE {
+                let _ = writeln!(
+                    stderr,
+                    "This is a problem of this computer (disk space, permissions, the disk \
+                     itself), not of the data: fix it and run the command again. Nothing was \
+                     half-written."
+                );
+            }
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// The exit code of a failed command: the library's error says; an
+/// operating system error from the command itself (writing to the
+/// terminal, a file) is the machine's; anything else is a usage error.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    if let Some(e) = err.downcast_ref::<safetally::Error>() {
+        return e.exit_code();
+    }
+    err.chain()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map_or(EXIT_USAGE, io_exit_code)
 }
 
 /// glibc's allocator hands memory freed at the top of a heap back to the

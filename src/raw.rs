@@ -24,7 +24,7 @@ pub struct RawRow {
 }
 
 /// A raw file: its header and rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RawTable {
     /// Header cells as written (trimmed, BOM removed).
     pub header: Vec<String>,
@@ -733,12 +733,31 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
 /// Reads the first sheet of an XLSX workbook. Dates typed as Excel dates
 /// become `YYYY-MM-DD`; whole numbers lose their `.0`.
 pub fn read_xlsx(path: &Path) -> Result<RawTable> {
-    let mut book: calamine::Xlsx<_> = calamine::open_workbook(path).map_err(|e| {
+    let book: calamine::Xlsx<_> = calamine::open_workbook(path).map_err(|e| {
         Error::Refused(format!(
             "{}: not a readable Excel workbook ({e}). Save it again from Excel as .xlsx",
             path.display()
         ))
     })?;
+    xlsx_table(book, path)
+}
+
+/// As [`read_xlsx`], for a workbook's bytes (`path` names it in messages).
+pub fn read_xlsx_bytes(bytes: &[u8], path: &Path) -> Result<RawTable> {
+    let book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        Error::Refused(format!(
+            "{}: not a readable Excel workbook ({e}). Save it again from Excel as .xlsx",
+            path.display()
+        ))
+    })?;
+    xlsx_table(book, path)
+}
+
+/// The first sheet of an opened workbook as a table.
+fn xlsx_table<R: std::io::Read + std::io::Seek>(
+    mut book: calamine::Xlsx<R>,
+    path: &Path,
+) -> Result<RawTable> {
     let range = book
         .worksheet_range_at(0)
         .ok_or_else(|| Error::Refused(format!("{}: the workbook has no sheet", path.display())))?

@@ -970,6 +970,7 @@ fn pseudonymise(
         created: String::new(),
         rows: 0,
         rejected_rows: 0,
+        content_sha256: None,
     };
     let (writer, outcome) = p.run_into(std::slice::from_ref(&source), || {
         drop::DropWriter::create(dir, &meta)

@@ -2,8 +2,11 @@
 //! test in its own temporary directory.
 
 mod cli;
+mod damage;
 mod disclosure;
+mod disk;
 mod faults;
+mod fuzz;
 mod leak;
 mod linkage;
 mod normalisation;

@@ -202,7 +202,10 @@ impl DropData {
 }
 
 /// Rewrites a drop to `dst` with its metadata (full keys, `safetally.`
-/// prefix included) and its batch edited: for making drops that lie.
+/// prefix included) and its batch edited: for making drops that lie. A drop
+/// that carried a content digest gets the digest of what it now holds, as
+/// a careless or dishonest writer would stamp it (damage on the way is
+/// another test's matter).
 pub fn rewrite_drop(
     src: &Path,
     dst: &Path,
@@ -210,19 +213,47 @@ pub fn rewrite_drop(
     edit_batch: impl FnOnce(RecordBatch) -> RecordBatch,
 ) {
     use parquet::file::metadata::KeyValue;
+    use safetally::digest::{ContentDigest, DIGEST_KEY};
     let d = DropData::read(src);
     let mut meta = d.meta.clone();
+    let stamped = meta.remove(DIGEST_KEY).is_some();
     edit_meta(&mut meta);
+    // A copy made to stand for an older format carries no digest.
+    let stamped = stamped
+        && safetally::drop::has_digest(
+            meta.get("safetally.format_version")
+                .map_or("", String::as_str),
+        );
     let batch = edit_batch(d.batch);
-    let kv: Vec<KeyValue> = meta
+    let mut kv: Vec<KeyValue> = meta
         .iter()
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
+    let created_by = "a test's writer";
+    if stamped {
+        let mut digest = ContentDigest::new(batch.num_columns());
+        digest.update(&batch).unwrap();
+        let pairs: Vec<(String, Option<String>)> = meta
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        let digest = digest
+            .finish(&batch.schema(), Some(created_by), &pairs)
+            .unwrap();
+        kv.push(KeyValue::new(DIGEST_KEY.to_string(), digest));
+    }
     let props = parquet::file::properties::WriterProperties::builder()
         .set_key_value_metadata(Some(kv))
+        .set_created_by(created_by.to_string())
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+        .set_offset_index_disabled(true)
         .build();
+    let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
     let f = std::fs::File::create(dst).unwrap();
-    let mut wr = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
+    let mut wr =
+        parquet::arrow::ArrowWriter::try_new_with_options(f, batch.schema(), options).unwrap();
     wr.write(&batch).unwrap();
     wr.close().unwrap();
 }

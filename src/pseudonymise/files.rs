@@ -120,6 +120,7 @@ impl Job {
             created: String::new(),
             rows: 0,
             rejected_rows: 0,
+            content_sha256: None,
         };
         // The drop is written while rows are coded, to a temporary file
         // that is dropped (removed) if rows are rejected without

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arrow_array::{Array, BinaryArray, FixedSizeBinaryArray};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -2144,7 +2144,8 @@ fn open_drop(
         reason,
     };
     let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(|e| bad(format!("not a readable Parquet file ({e})")))?;
     let schema = builder.schema();
     let indices = crate::drop::ENCODING_COLUMNS

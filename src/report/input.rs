@@ -449,7 +449,12 @@ fn read_drop(
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     // The footer is read once; the file's own columns, with text read as
     // dictionaries.
-    let metadata = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| refused(&e))?;
+    // The Parquet schema is enough: an embedded Arrow schema is not read.
+    let metadata = ArrowReaderMetadata::load(
+        &file,
+        ArrowReaderOptions::new().with_skip_arrow_metadata(true),
+    )
+    .map_err(|e| refused(&e))?;
     let hinted: Vec<Field> = metadata
         .schema()
         .fields()
@@ -462,7 +467,9 @@ fn read_drop(
             _ => f.as_ref().clone(),
         })
         .collect();
-    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted)));
+    let options = ArrowReaderOptions::new()
+        .with_skip_arrow_metadata(true)
+        .with_schema(Arc::new(Schema::new(hinted)));
     let metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options)
         .map_err(|e| refused(&e))?;
     let rows = slot.len();

@@ -85,7 +85,12 @@ impl Config {
     pub fn read(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-        let mut c: Config = toml::from_str(&text).map_err(|e| {
+        Config::parse(&text, path)
+    }
+
+    /// Reads a config file's text (`path` for messages and relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
             Error::Usage(format!(
                 "{} is not a report configuration: {}",
                 path.display(),

@@ -329,13 +329,25 @@ fn domain(dim: &str, months: &[String]) -> Vec<String> {
 /// comes after, over all tables.
 pub async fn run_query(ctx: &SessionContext, spec: &QuerySpec, months: &[String]) -> Result<Table> {
     let bad = |what: String| Error::Usage(format!("query {}: {what}", spec.source));
-    let batches = ctx
-        .sql(&spec.sql)
+    // A query file is outside text: a panic while planning or running it
+    // (a bug in the engine) is this query's error, not the end of the run.
+    let run = async {
+        ctx.sql(&spec.sql)
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .collect()
+            .await
+            .map_err(df_err)
+    };
+    let batches = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run))
         .await
-        .map_err(|e| bad(e.to_string()))?
-        .collect()
-        .await
-        .map_err(df_err)?;
+        .map_err(|_| {
+            bad(
+                "the query engine met an internal error running it: report it, with the \
+                 query"
+                    .to_string(),
+            )
+        })??;
     let mut base: HashMap<Vec<String>, u64> = HashMap::new();
     let mut seen: Vec<BTreeSet<String>> = vec![BTreeSet::new(); spec.dimensions.len()];
     for batch in &batches {

@@ -282,7 +282,8 @@ pub fn resolve(root: &Path, rel: &str) -> PathBuf {
 }
 
 /// Writes each file under `.tmp/`, syncs it, renames it into place, and
-/// syncs the folders that changed.
+/// syncs the folders that changed. On failure (a full disk, say) nothing of
+/// it is left: the files written are removed again.
 fn put_in_place(store: &Store, files: &[(Bytes, String)]) -> Result<()> {
     if files.is_empty() {
         return Ok(());
@@ -290,21 +291,42 @@ fn put_in_place(store: &Store, files: &[(Bytes, String)]) -> Result<()> {
     let tmp = store.root().join(TMP_DIR);
     std::fs::create_dir_all(&tmp)
         .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    let written = par_each(files, SYNC_THREADS, |(bytes, rel)| -> Result<PathBuf> {
-        let name = rel.rsplit('/').next().expect("a file name");
-        let path = tmp.join(format!("{name}.tmp"));
+    let tmp_path = |rel: &str| {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        tmp.join(format!("{name}.tmp"))
+    };
+    let written = par_each(files, SYNC_THREADS, |(bytes, rel)| -> Result<()> {
+        let path = tmp_path(rel);
         let ctx = || format!("cannot write {}", path.display());
         let mut f = std::fs::File::create(&path).map_err(|e| Error::io(ctx(), e))?;
         std::io::Write::write_all(&mut f, bytes)
             .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(ctx(), e))?;
-        Ok(path)
+            .map_err(|e| Error::io(ctx(), e))
     });
+    let placed = written
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .and_then(|_| rename_into_place(store, files, &tmp_path));
+    if placed.is_err() {
+        for (_, rel) in files {
+            let _ = std::fs::remove_file(tmp_path(rel));
+        }
+        remove_filed(store, files);
+    }
+    placed
+}
+
+/// Renames each written file into place and syncs the folders that changed.
+fn rename_into_place(
+    store: &Store,
+    files: &[(Bytes, String)],
+    tmp_path: &dyn Fn(&str) -> PathBuf,
+) -> Result<()> {
     let mut dirs = BTreeSet::new();
-    for (written, (_, rel)) in written.into_iter().zip(files) {
-        let from = written?;
+    for (_, rel) in files {
+        let from = tmp_path(rel);
         let to = resolve(store.root(), rel);
-        let parent = to.parent().expect("filed paths have folders");
+        let parent = to.parent().unwrap_or(store.root());
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
         std::fs::rename(&from, &to)
@@ -322,6 +344,14 @@ fn put_in_place(store: &Store, files: &[(Bytes, String)]) -> Result<()> {
     let dirs: Vec<PathBuf> = dirs.into_iter().collect();
     par_each(&dirs, SYNC_THREADS, |d| sync_dir(d));
     Ok(())
+}
+
+/// Removes files of a group that could not be recorded (best effort: what
+/// stays is an unrecorded file, which recovery and `store verify` find).
+fn remove_filed(store: &Store, files: &[(Bytes, String)]) {
+    for (_, rel) in files {
+        let _ = std::fs::remove_file(resolve(store.root(), rel));
+    }
 }
 
 /// Expands the offered paths: a folder stands for the `.parquet` files in
@@ -397,7 +427,12 @@ pub fn ingest(
             offered.push(o);
         }
         put_in_place(store, &files)?;
-        state.ledger.append(&ledger_path, entries, &now())?;
+        if let Err(e) = state.ledger.append(&ledger_path, entries, &now()) {
+            // The group's files are not recorded: take them out again, so
+            // the store is as it was before the group.
+            remove_filed(store, &files);
+            return Err(e);
+        }
         for o in offered {
             progress(&o);
             out.push(o);

@@ -175,6 +175,12 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         }
+        Ok(Ledger::parse(&text))
+    }
+
+    /// Reads a ledger's bytes. Never fails: what is wrong is in
+    /// `problems`, line by line.
+    pub fn parse(text: &[u8]) -> Ledger {
         let complete = match text.iter().rposition(|&b| b == b'\n') {
             Some(i) => &text[..=i],
             None => &text[..0],
@@ -212,7 +218,7 @@ impl Ledger {
             }
             ledger.last_hash = line_hash(line);
         }
-        Ok(ledger)
+        ledger
     }
 
     /// Appends entries in one write, then syncs the file. Fills in each
@@ -238,9 +244,16 @@ impl Ledger {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(ctx(), e))?;
-        f.write_all(&buf)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(ctx(), e))
+        let before = f.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+        if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_all()) {
+            // All of the group or none of it (a full disk can take some
+            // lines and not the rest): cut the file back to where it was.
+            // Should even that fail, recovery removes a torn last line and
+            // `store verify` reports the rest.
+            let _ = f.set_len(before).and_then(|()| f.sync_all());
+            return Err(Error::io(ctx(), e));
+        }
+        Ok(())
     }
 }
 

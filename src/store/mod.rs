@@ -107,7 +107,12 @@ impl Members {
     pub fn read(path: &Path) -> Result<Members> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-        let members: Members = toml::from_str(&text).map_err(|e| {
+        Members::parse(&text, path)
+    }
+
+    /// Reads and checks a member list's text (`path` for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Members> {
+        let members: Members = toml::from_str(text).map_err(|e| {
             Error::Usage(format!(
                 "{} is not a member list: {}. Write one line per NGO under [members], \
                  like NGO07 = \"Harbour Light\" or \

@@ -1,0 +1,4 @@
+//! Fuzz target: safetally::fuzz::raw_xlsx (what it reads and why is there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| safetally::fuzz::raw_xlsx(data));
