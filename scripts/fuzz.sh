@@ -12,6 +12,8 @@
 #
 # cargo-fuzz is installed under ~/.cache/safetally-tools when absent. It
 # passes -Z flags to rustc; on a stable toolchain RUSTC_BOOTSTRAP=1 lets it.
+# Only cargo fuzz gets that variable: cargo rebuilds everything it builds
+# when it changes, so the main build (and its cache) never sees it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ seconds="${FUZZ_SECONDS:-30}"
 work="${FUZZ_WORK:-$HOME/.cache/safetally-fuzz}"
 tools="$HOME/.cache/safetally-tools"
 export PATH="$tools/bin:$PATH"
-export RUSTC_BOOTSTRAP=1
+unset RUSTC_BOOTSTRAP
 export CARGO_TERM_COLOR=never
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(drop raw_csv raw_xlsx ledger config)
@@ -39,9 +41,12 @@ if [ ! -d "$seeds/drop" ]; then
     || { tail -20 "$work/demo.log" >&2; echo "fuzz: the demo failed" >&2; exit 1; }
   mkdir -p "$seeds.tmp"/{drop,raw_csv,raw_xlsx,ledger,config}
   find "$work/demo/drops" -name '*.parquet' -exec cp {} "$seeds.tmp/drop/" \;
-  find "$work/demo" -path "$work/demo/drops" -prune -o -name '*.csv' -print \
-    | head -40 | while read -r f; do cp "$f" "$seeds.tmp/raw_csv/"; done
-  find "$work/demo" -name '*.xlsx' | head -20 | while read -r f; do cp "$f" "$seeds.tmp/raw_xlsx/"; done
+  # The raw files (not the report's tables or the rejects reports).
+  mapfile -t csvs < <(find "$work/demo/raw" -name '*.csv' | sort)
+  mapfile -t xlsxs < <(find "$work/demo/raw" -name '*.xlsx' | sort)
+  # Every seventh file: several NGOs, both forms (their names repeat).
+  for ((i = 0; i < ${#csvs[@]}; i += 7)); do cp "${csvs[$i]}" "$seeds.tmp/raw_csv/$i.csv"; done
+  for ((i = 0; i < ${#xlsxs[@]}; i += 5)); do cp "${xlsxs[$i]}" "$seeds.tmp/raw_xlsx/$i.xlsx"; done
   cp "$work/demo/store/ledger.jsonl" "$seeds.tmp/ledger/"
   find "$work/demo/store" -name '*.toml' -exec cp {} "$seeds.tmp/config/" \;
   printf 'title = "Annual report"\nmin_count = 5\nprotection = 5\nrounding_base = 3\nfuzzy_linkage = true\nfuzzy_memory_mib = 64\nqueries = "queries"\n' \
@@ -60,7 +65,7 @@ for t in "${targets[@]}"; do
   echo "== fuzz $t (${seconds}s)"
   started=$SECONDS
   # The regression inputs first: what was found before must stay fixed.
-  if ! cargo fuzz run --sanitizer none --target-dir "$work/target" "$t" \
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --target-dir "$work/target" "$t" \
       "$corpus" "$seeds/$t" "tests/fuzz/$t" -- \
       -max_total_time="$seconds" -timeout=20 -rss_limit_mb=3072 \
       -artifact_prefix="$artifacts" -print_final_stats=1 >"$work/$t.log" 2>&1; then

@@ -113,3 +113,41 @@ impl Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn failures_of_the_machine_exit_3_and_a_missing_path_exits_2() {
+        let io = |k: ErrorKind| std::io::Error::from(k);
+        for k in [
+            ErrorKind::StorageFull,
+            ErrorKind::PermissionDenied,
+            ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::WriteZero,
+            ErrorKind::Interrupted,
+        ] {
+            assert_eq!(
+                Error::io("writing", io(k)).exit_code(),
+                EXIT_MACHINE,
+                "{k:?}"
+            );
+        }
+        assert_eq!(
+            Error::io("reading", io(ErrorKind::NotFound)).exit_code(),
+            EXIT_USAGE
+        );
+        // Parquet and Arrow errors are the machine's when the file system
+        // failed under them, else the data's.
+        let full = parquet::errors::ParquetError::from(io(ErrorKind::StorageFull));
+        assert_eq!(Error::Parquet(full).exit_code(), EXIT_MACHINE);
+        let bad = parquet::errors::ParquetError::General("bad page".into());
+        assert_eq!(Error::Parquet(bad).exit_code(), EXIT_REFUSED);
+        let arrow = arrow_schema::ArrowError::from(io(ErrorKind::StorageFull));
+        assert_eq!(Error::Arrow(arrow).exit_code(), EXIT_MACHINE);
+        assert_eq!(Error::Refused("x".into()).exit_code(), EXIT_REFUSED);
+        assert_eq!(Error::Usage("x".into()).exit_code(), EXIT_USAGE);
+    }
+}

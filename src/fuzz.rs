@@ -81,6 +81,6 @@ pub fn ledger(data: &[u8]) {
 /// files), each parsed from the same text.
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = crate::report::Config::parse(&text, Path::new("config.toml"));
+    let _ = crate::config::Config::parse(&text, Path::new("config.toml"));
     let _ = crate::store::Members::parse(&text, Path::new("members.toml"));
 }

@@ -7,6 +7,7 @@
 //! loads it at any size ([`workload`]).
 
 pub mod audit;
+pub mod config;
 pub mod cubes;
 pub mod demo;
 pub mod digest;
@@ -18,6 +19,7 @@ pub mod interval;
 pub mod key;
 pub mod pseudonymise;
 pub mod raw;
+#[cfg(feature = "secretariat")]
 pub mod report;
 pub mod schema;
 pub mod store;

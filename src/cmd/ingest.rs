@@ -110,6 +110,10 @@ fn print_one(out: &mut impl Write, o: &Offered) -> std::io::Result<()> {
                 Outcome::Superseded =>
                     " (older than the drop already filed; kept, not current)".to_string(),
                 _ => String::new(),
+            } + if e.content_sha256.is_none() && k != Outcome::Duplicate {
+                " (content not checked: an older drop format without a digest)"
+            } else {
+                ""
             }
         )?,
     }

@@ -347,7 +347,7 @@ pub const FILTER_BYTES: usize = STRIDE + 4;
 /// in one pass; a larger one is compared one range of records at a time
 /// against itself and every later record, those read again from the drops
 /// a chunk at a time (docs/linkage.md, "Memory").
-pub const FILTER_BUDGET: usize = 512 << 20;
+pub const FILTER_BUDGET: usize = (crate::config::DEFAULT_FUZZY_MEMORY_MIB as usize) << 20;
 
 /// Where fuzzy linkage reads records' encodings from: held in memory
 /// ([`Encodings`]) or read from the drops ([`DropEncodings`]) when wanted,

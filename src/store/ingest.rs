@@ -85,6 +85,7 @@ fn describe(e: &mut Entry, m: &DropMeta) {
     e.rows = Some(m.rows);
     e.rejected_rows = Some(m.rejected_rows);
     e.created = Some(m.created.clone());
+    e.content_sha256 = m.content_sha256.clone();
 }
 
 /// The outcome of one drop: its entries, and the file to put in place.
@@ -236,6 +237,7 @@ fn decide(
                 old.rows = Some(f.rows);
                 old.rejected_rows = Some(f.rejected_rows);
                 old.created = Some(f.created.clone());
+                old.content_sha256 = f.content_sha256.clone();
             }
             also.push(push(old, state));
             finish(entry, also, Some(path))
@@ -586,6 +588,7 @@ pub fn recover(store: &Store) -> Result<Vec<String>> {
         e.rows = Some(f.rows);
         e.rejected_rows = Some(f.rejected_rows);
         e.created = Some(f.created.clone());
+        e.content_sha256 = f.content_sha256.clone();
         e.by = Some(by);
         e.recovered = true;
         e.seq = next_seq;

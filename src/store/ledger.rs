@@ -98,6 +98,10 @@ pub struct Entry {
     /// When the NGO made the drop (its metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The drop's content digest, verified at ingest (format 3); absent
+    /// for a drop of an older format, whose content could not be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
     /// For `superseded`: the drop that replaces this one. For `duplicate`:
     /// the filed drop with the same bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +140,7 @@ impl Entry {
             rows: None,
             rejected_rows: None,
             created: None,
+            content_sha256: None,
             by: None,
             reason: None,
             recovered: false,

@@ -174,6 +174,8 @@ pub struct Filed {
     pub rejected_rows: u64,
     /// The key fingerprint the ledger records.
     pub fingerprint: String,
+    /// The content digest the ledger records (format 3 drops).
+    pub content_sha256: Option<String>,
     /// Marked superseded in the ledger.
     pub superseded: bool,
 }
@@ -236,6 +238,7 @@ impl State {
                         rows: e.rows.unwrap_or(0),
                         rejected_rows: e.rejected_rows.unwrap_or(0),
                         fingerprint: e.fingerprint.clone().unwrap_or_default(),
+                        content_sha256: e.content_sha256.clone(),
                         superseded: e.outcome == Outcome::Superseded,
                     },
                 );

@@ -156,6 +156,11 @@ fn agrees(f: &Filed, inspected: std::result::Result<DropMeta, Refusal>) -> Optio
             m.key_fingerprint.clone(),
         ),
         ("created", f.created.clone(), m.created.clone()),
+        (
+            "content_sha256",
+            f.content_sha256.clone().unwrap_or_default(),
+            m.content_sha256.clone().unwrap_or_default(),
+        ),
     ];
     let wrong: Vec<String> = fields
         .iter()
