@@ -841,8 +841,8 @@ pub fn inspect(data: Bytes) -> std::result::Result<DropMeta, Refusal> {
         Err(Refusal {
             meta: None,
             reason: format!(
-                "reading it met {e} of safetally's: the file is most likely damaged. Ask the \
-                 NGO to send it again, and report the error"
+                "reading it met {e}: the file is most likely damaged. Ask the NGO to send it \
+                 again, and report the error to safetally's maintainers"
             ),
         })
     })

@@ -13,11 +13,25 @@ use crate::key::TaskForceKey;
 use crate::pseudonymise::{Input, Period, Pseudonymiser, Source};
 use crate::schema::Form;
 
-/// A drop's bytes, read and verified as `ingest` and `check` do, but
-/// without the guard that turns a panic into a refusal (so that fuzzing
-/// sees the panic the guard would hide).
+/// A drop's bytes, read and verified as `ingest` and `check` do. A panic
+/// in safetally's own code is a crash. A panic in a dependency's reader
+/// (the Parquet decoder meeting damaged pages) is what [`crate::guard`]
+/// turns into the drop's refusal: here it must be that, a refusal that
+/// names no value.
 pub fn drop(data: &[u8]) {
-    let _ = crate::drop::inspect_bytes(Bytes::copy_from_slice(data));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(crate::guard::install_recording_hook);
+    match crate::guard::catch(|| crate::drop::inspect_bytes(Bytes::copy_from_slice(data))) {
+        Ok(_) => {}
+        Err(p) if p.in_dependency() => {
+            let refused = crate::drop::inspect(Bytes::copy_from_slice(data));
+            assert!(
+                refused.is_err_and(|r| r.reason.contains("internal error") && r.meta.is_none()),
+                "a dependency's panic must be the drop's refusal"
+            );
+        }
+        Err(p) => panic!("safetally's own code panicked reading a drop: {p}"),
+    }
 }
 
 fn pseudonymiser(form: Form) -> Pseudonymiser {

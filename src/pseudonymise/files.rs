@@ -71,7 +71,24 @@ impl Job {
     }
 
     /// Runs the job, calling `progress` with the rows of each batch coded.
+    /// A panic while the raw files are read and coded (a reader's bug met
+    /// by a damaged file) is an error that names no value, and leaves no
+    /// drop: its temporary file is removed as the panic unwinds.
     pub fn run_with_progress(
+        &self,
+        key: &TaskForceKey,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<JobOutcome> {
+        crate::guard::catch(|| self.run_unguarded(key, progress)).unwrap_or_else(|p| {
+            Err(Error::Refused(format!(
+                "reading the input met {p}: the file may be damaged. Save it again (from \
+                 Excel as .xlsx or .csv) and run again, and report the error to \
+                 safetally's maintainers"
+            )))
+        })
+    }
+
+    fn run_unguarded(
         &self,
         key: &TaskForceKey,
         progress: &(dyn Fn(u64) + Sync),
