@@ -47,6 +47,25 @@ impl ColumnHasher {
         }
     }
 
+    /// Adds `rows` values of variable length: byte 0 for a null, else byte
+    /// 1 and the sized value.
+    fn sized_values<'a>(
+        &mut self,
+        rows: usize,
+        valid: impl Fn(usize) -> bool,
+        value: impl Fn(usize) -> &'a [u8],
+    ) {
+        for row in 0..rows {
+            if valid(row) {
+                self.buf.push(1);
+                put_sized(&mut self.buf, value(row));
+            } else {
+                self.buf.push(0);
+            }
+            self.flush_if_full();
+        }
+    }
+
     fn finish(mut self) -> [u8; 32] {
         self.sha.update(&self.buf);
         self.sha.finalize().into()
@@ -119,27 +138,11 @@ impl ContentDigest {
                 }
                 DataType::Binary => {
                     let a = any.downcast_ref::<BinaryArray>().ok_or_else(unsupported)?;
-                    for row in 0..a.len() {
-                        if valid(row) {
-                            h.buf.push(1);
-                            put_sized(&mut h.buf, a.value(row));
-                        } else {
-                            h.buf.push(0);
-                        }
-                        h.flush_if_full();
-                    }
+                    h.sized_values(a.len(), valid, |row| a.value(row));
                 }
                 DataType::Utf8 => {
                     let a = any.downcast_ref::<StringArray>().ok_or_else(unsupported)?;
-                    for row in 0..a.len() {
-                        if valid(row) {
-                            h.buf.push(1);
-                            put_sized(&mut h.buf, a.value(row).as_bytes());
-                        } else {
-                            h.buf.push(0);
-                        }
-                        h.flush_if_full();
-                    }
+                    h.sized_values(a.len(), valid, |row| a.value(row).as_bytes());
                 }
                 DataType::Boolean => {
                     let a = any.downcast_ref::<BooleanArray>().ok_or_else(unsupported)?;
