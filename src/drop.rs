@@ -873,21 +873,23 @@ pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusa
         })?;
     let file_meta = builder.metadata().file_metadata();
     let created_by = file_meta.created_by().map(str::to_string);
-    let all_kv: Vec<(String, Option<String>)> = file_meta
+    // The digest's own entry, and every other entry (what it covers).
+    let (stated, others): (Vec<_>, Vec<_>) = file_meta
         .key_value_metadata()
         .map(|kvs| {
             kvs.iter()
                 .map(|kv| (kv.key.clone(), kv.value.clone()))
-                .collect()
+                .collect::<Vec<_>>()
         })
-        .unwrap_or_default();
-    let stated = all_kv
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|(k, _)| k == DIGEST_KEY);
+    let stated = stated
+        .into_iter()
+        .next()
+        .map(|(_, v)| v.unwrap_or_default());
+    let kv: BTreeMap<String, String> = others
         .iter()
-        .find(|(k, _)| k == DIGEST_KEY)
-        .map(|(_, v)| v.clone().unwrap_or_default());
-    let kv: BTreeMap<String, String> = all_kv
-        .iter()
-        .filter(|(k, _)| k != DIGEST_KEY)
         .filter_map(|(k, v)| {
             let k = k.strip_prefix(META_PREFIX)?;
             Some((k.to_string(), v.clone().unwrap_or_default()))
@@ -904,33 +906,70 @@ pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusa
     });
     let actual = builder.schema().clone();
     let file_rows = file_meta.num_rows();
-    let batches: std::result::Result<Vec<RecordBatch>, String> = builder
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|reader| {
-            reader
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| e.to_string())
+    // What is wrong with the drop as its metadata describes it. With a
+    // digest this is told only once the digest matched: damage explains
+    // anything else.
+    let described = parsed
+        .as_ref()
+        .map_err(|r| (None, r.clone()))
+        .and_then(|m| {
+            describes(m, &actual, file_rows, stated.is_some())
+                .map(|()| m)
+                .map_err(|r| (Some(m), r))
         });
-    let digest = match &stated {
-        Some(stated) => {
+    if stated.is_none() {
+        described.clone().map_err(|(m, r)| refuse(m, r))?;
+    }
+    // One pass over the rows: the digest, and the content against the
+    // metadata.
+    let mut digest = stated
+        .as_ref()
+        .map(|_| ContentDigest::new(actual.fields().len()));
+    let mut content = described.as_ref().ok().map(|m| ContentCheck::new(m));
+    let mut problem: Option<String> = None;
+    let mut undecodable: Option<String> = None;
+    let mut unhashable: Option<String> = None;
+    match builder.build() {
+        Err(e) => undecodable = Some(e.to_string()),
+        Ok(reader) => {
+            for batch in reader {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(e) => {
+                        undecodable = Some(e.to_string());
+                        break;
+                    }
+                };
+                if let Some(d) = &mut digest
+                    && unhashable.is_none()
+                    && let Err(e) = d.update(&batch)
+                {
+                    unhashable = Some(e);
+                }
+                if problem.is_none()
+                    && let Some(c) = &mut content
+                {
+                    problem = c.batch(&batch).err();
+                }
+                if digest.is_none() && problem.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    let content_sha256 = match (stated, digest) {
+        (Some(stated), Some(d)) => {
             let damaged =
                 |why: String| refuse(parsed.as_ref().ok(), format!("{why}: {SEND_AGAIN}"));
-            let batches = batches
-                .as_ref()
-                .map_err(|e| damaged(format!("its data cannot be decoded ({e})")))?;
-            let mut d = crate::digest::ContentDigest::new(actual.fields().len());
-            let kv_without: Vec<(String, Option<String>)> = all_kv
-                .iter()
-                .filter(|(k, _)| k != DIGEST_KEY)
-                .cloned()
-                .collect();
-            let computed = batches
-                .iter()
-                .try_for_each(|b| d.update(b))
-                .and_then(|()| d.finish(&actual, created_by.as_deref(), &kv_without))
-                .map_err(|e| damaged(format!("its content cannot be checked ({e})")))?;
-            if computed != *stated {
+            if let Some(e) = undecodable.take() {
+                return Err(damaged(format!("its data cannot be decoded ({e})")));
+            }
+            let computed = match unhashable {
+                Some(e) => Err(e),
+                None => d.finish(&actual, created_by.as_deref(), &others),
+            }
+            .map_err(|e| damaged(format!("its content cannot be checked ({e})")))?;
+            if computed != stated {
                 return Err(damaged(
                     "its content does not match the content digest it carries".to_string(),
                 ));
@@ -944,40 +983,66 @@ pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusa
             }
             Some(computed)
         }
-        None => None,
+        _ => None,
     };
-    let mut meta = parsed.map_err(|r| refuse(None, r))?;
-    meta.content_sha256 = digest;
-    let bad = |reason: String| refuse(Some(&meta), reason);
-    if !FORMAT_VERSIONS_READ.contains(&meta.format_version.as_str()) {
+    let m = described.map_err(|(m, r)| refuse(m, r))?;
+    let bad = |reason: String| refuse(Some(m), reason);
+    if let Some(p) = problem {
+        return Err(bad(p));
+    }
+    if let Some(e) = undecodable {
+        return Err(bad(format!("damaged data ({e}): {SEND_AGAIN}")));
+    }
+    let read_rows = content.map_or(0, |c| c.rows);
+    if read_rows != m.rows {
         return Err(bad(format!(
+            "metadata says {} rows but {read_rows} could be read",
+            m.rows
+        )));
+    }
+    let mut meta = m.clone();
+    meta.content_sha256 = content_sha256;
+    Ok(meta)
+}
+
+/// What the metadata and the schema must say before any row is read:
+/// known versions, a digest where the format has one, a fingerprint, the
+/// exact columns of the form (so no identity column), the row count.
+fn describes(
+    meta: &DropMeta,
+    actual: &ArrowSchema,
+    file_rows: i64,
+    has_stated_digest: bool,
+) -> std::result::Result<(), String> {
+    if !FORMAT_VERSIONS_READ.contains(&meta.format_version.as_str()) {
+        return Err(format!(
             "drop format version {} is not known to this safetally ({}); update safetally",
             meta.format_version,
             env!("CARGO_PKG_VERSION")
-        )));
+        ));
     }
-    if has_digest(&meta.format_version) && meta.content_sha256.is_none() {
-        return Err(bad(format!(
+    if has_digest(&meta.format_version) && !has_stated_digest {
+        return Err(format!(
             "a drop of format {} must carry a content digest and this one has none: {SEND_AGAIN}",
             meta.format_version
-        )));
+        ));
     }
     if meta.schema_version != meta.form.schema().version {
-        return Err(bad(format!(
+        return Err(format!(
             "{} schema version {} is not known (expected {})",
             meta.form,
             meta.schema_version,
             meta.form.schema().version
-        )));
+        ));
     }
     if meta.normaliser_version != NORMALISER_VERSION {
-        return Err(bad(format!(
+        return Err(format!(
             "normaliser version {} is not known (expected {NORMALISER_VERSION})",
             meta.normaliser_version
-        )));
+        ));
     }
     if !is_fingerprint(&meta.key_fingerprint) {
-        return Err(bad("the key fingerprint is malformed".to_string()));
+        return Err("the key fingerprint is malformed".to_string());
     }
     let identity: Vec<&str> = meta
         .form
@@ -992,11 +1057,11 @@ pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusa
         .iter()
         .find(|f| identity.contains(&f.name().as_str()))
     {
-        return Err(bad(format!(
+        return Err(format!(
             "holds the identity column {}: a drop must never hold identity values. Delete this \
              file and pseudonymise again",
             f.name()
-        )));
+        ));
     }
     let expected = arrow_schema_of(meta.form, &meta.format_version);
     let shape = |s: &ArrowSchema| -> Vec<(String, DataType)> {
@@ -1005,49 +1070,69 @@ pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusa
             .map(|f| (f.name().clone(), f.data_type().clone()))
             .collect()
     };
-    if shape(&actual) != shape(&expected) {
-        return Err(bad(format!(
+    if shape(actual) != shape(&expected) {
+        return Err(format!(
             "its columns are not those of a {} drop of format {}",
             meta.form, meta.format_version
-        )));
+        ));
     }
     if file_rows < 0 || file_rows as u64 != meta.rows {
-        return Err(bad(format!(
+        return Err(format!(
             "metadata says {} rows but the file holds {file_rows}",
             meta.rows
-        )));
+        ));
     }
-    let batches = batches.map_err(|e| bad(format!("damaged data ({e}): {SEND_AGAIN}")))?;
-    let allowed = allowed_values(meta.form);
-    let period = meta.period.to_string();
-    let mut seen = HashSet::with_capacity(meta.rows.min(1 << 24) as usize);
-    let mut read_rows = 0u64;
-    for batch in &batches {
+    Ok(())
+}
+
+/// The rows of a drop checked against its metadata, batch by batch: record
+/// keys present and unique, event months equal to the period, age bands and
+/// codes on the form's lists.
+struct ContentCheck {
+    expected: SchemaRef,
+    allowed: Vec<Option<Allowed>>,
+    period: String,
+    seen: HashSet<[u8; 32]>,
+    rows: u64,
+}
+
+impl ContentCheck {
+    fn new(meta: &DropMeta) -> Self {
+        ContentCheck {
+            expected: arrow_schema_of(meta.form, &meta.format_version),
+            allowed: allowed_values(meta.form),
+            period: meta.period.to_string(),
+            seen: HashSet::with_capacity(meta.rows.min(1 << 24) as usize),
+            rows: 0,
+        }
+    }
+
+    /// Checks the next batch; the first problem, in words.
+    fn batch(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
         let keys = batch
             .column(0)
             .as_any()
             .downcast_ref::<FixedSizeBinaryArray>()
             .filter(|k| k.value_length() == 32)
-            .ok_or_else(|| bad("record_key has the wrong type".into()))?;
+            .ok_or("record_key has the wrong type")?;
         if keys.null_count() > 0 {
-            return Err(bad("a record_key is missing".into()));
+            return Err("a record_key is missing".into());
         }
         for k in keys.iter().flatten() {
-            let Ok(k) = <[u8; 32]>::try_from(k) else {
-                return Err(bad("record_key has the wrong type".into()));
-            };
-            if !seen.insert(k) {
-                return Err(bad("two rows share a record_key".into()));
+            let k = <[u8; 32]>::try_from(k).map_err(|_| "record_key has the wrong type")?;
+            if !self.seen.insert(k) {
+                return Err("two rows share a record_key".into());
             }
         }
-        for (i, allowed) in allowed.iter().enumerate() {
+        let period = self.period.as_str();
+        for (i, allowed) in self.allowed.iter().enumerate() {
             let Some(allowed) = allowed else { continue };
             let col = batch.column(i + KEY_COLUMNS.len());
-            let name = expected.field(i + KEY_COLUMNS.len()).name();
+            let name = self.expected.field(i + KEY_COLUMNS.len()).name();
             let text = col
                 .as_any()
                 .downcast_ref::<StringArray>()
-                .ok_or_else(|| bad(format!("{name} has the wrong type")))?;
+                .ok_or_else(|| format!("{name} has the wrong type"))?;
             for (row, v) in text.iter().enumerate() {
                 let ok = match (v, allowed) {
                     (None, Allowed::Period) => false,
@@ -1057,26 +1142,20 @@ pub(crate) fn inspect_bytes(data: Bytes) -> std::result::Result<DropMeta, Refusa
                     (Some(v), Allowed::Nationality) => by_alpha3(v).is_some(),
                 };
                 if !ok {
-                    let at = read_rows + row as u64 + 1;
-                    return Err(bad(match allowed {
+                    let at = self.rows + row as u64 + 1;
+                    return Err(match allowed {
                         Allowed::Period => format!(
                             "row {at}: {name} is not the drop's period {period}: the content \
                              does not match the metadata"
                         ),
                         _ => format!("row {at}: {name} holds a value its form does not allow"),
-                    }));
+                    });
                 }
             }
         }
-        read_rows += batch.num_rows() as u64;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
     }
-    if read_rows != meta.rows {
-        return Err(bad(format!(
-            "metadata says {} rows but {read_rows} could be read",
-            meta.rows
-        )));
-    }
-    Ok(meta)
 }
 
 /// What a text column of a drop may hold.
